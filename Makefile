@@ -1,0 +1,38 @@
+# dler: set-up, tests and demo. `make help` lists the targets.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: help install test test-fast demo lint bench
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	# torch first: DeepSpeed compiles against the torch that is already installed.
+	$(PY) -m pip install "torch==2.13.0"
+	$(PY) -m pip install --no-build-isolation -e ".[dev,deepspeed]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install dler with the dev and deepspeed extras
+
+test: $(STAMP) ## run the whole test suite (CPU, offline)
+	$(PY) -m pytest tests -q
+
+test-fast: $(STAMP) ## the suite without the slow end-to-end and distributed tests
+	$(PY) -m pytest tests -q -m "not slow and not distributed"
+
+demo: $(STAMP) ## the embedded CPU demo
+	$(PY) -m dler.demo
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check dler tests recipes benchmarks
+
+bench: $(STAMP) ## benchmarks: print ratios against baselines measured in the same run
+	$(PY) benchmarks/overhead.py
