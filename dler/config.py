@@ -1,0 +1,223 @@
+"""`DLERConfig`: TRL's `GRPOConfig` plus the DLER recipe, with the paper's values as defaults."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+from dler.budgets import parse_length_budgets
+
+ADVANTAGE_NORMALIZATIONS = ("batch", "group", "none")
+ADVANTAGE_WEIGHTINGS = ("token", "sequence")
+SAMPLING_METRICS = ("reward", "correctness")
+EXHAUSTED_ACTIONS = ("error", "partial")
+
+
+@dataclass
+class DLERConfig(GRPOConfig):
+    r"""Configuration for [`DLERTrainer`]: every [`~trl.GRPOConfig`] field, plus DLER's.
+
+    Defaults follow the DLER paper (arXiv 2510.15110, Table 4). Where the released code differs, the field's help
+    names its value. In TRL terms one paper step (512 prompts x 16 rollouts, mini-batches of 64 prompts) is one
+    generation batch feeding `updates_per_generation=8` optimizer updates.
+
+    > Parameters whose defaults differ from [`~trl.GRPOConfig`]: `num_generations=16`, `max_completion_length=4000`,
+    > `beta=0.0005`, `epsilon_high=0.28`, `lr_scheduler_type="constant"`, `weight_decay=0.01`.
+    """
+
+    # ---- TRL fields set to the paper ----
+    num_generations: int | None = field(
+        default=16, metadata={"help": "Rollouts per prompt (the group size G). Paper: 16."}
+    )
+    max_completion_length: int | None = field(
+        default=4000,
+        metadata={"help": "Generation cap in tokens. Paper: the truncation length, 4000. Must be >= every budget."},
+    )
+    beta: float = field(
+        default=0.0005,
+        metadata={"help": "KL coefficient against the reference model. Paper and released code: 0.0005."},
+    )
+    epsilon: float = field(default=0.2, metadata={"help": "Lower PPO clip: ratio >= 1 - epsilon. Paper: 0.2."})
+    epsilon_high: float | None = field(
+        default=0.28,
+        metadata={"help": "Upper PPO clip (clip-higher): ratio <= 1 + epsilon_high. Paper: 0.28. Must be >= epsilon."},
+    )
+    loss_type: str = field(
+        default="dapo", metadata={"help": "Token-mean loss over the whole batch, as the paper. Keep 'dapo'."}
+    )
+    learning_rate: float = field(default=1e-6, metadata={"help": "Paper: 1e-6, constant, no warm-up."})
+    lr_scheduler_type: str = field(default="constant", metadata={"help": "Paper: constant learning rate."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay. Paper: 0.01."})
+    temperature: float = field(default=1.0, metadata={"help": "Rollout temperature. Paper: 1.0 (top_p 1.0)."})
+
+    # ---- length budget and reward shaping ----
+    truncation_length: int = field(
+        default=4000,
+        metadata={
+            "help": "Length budget in tokens (EOS included). A response longer than its budget, or cut off by "
+            "`max_completion_length`, is over budget. Paper: 4000 for R1-Distill 1.5B/7B."
+        },
+    )
+    truncated_reward_scale: float = field(
+        default=0.0,
+        metadata={
+            "help": "An over-budget response's reward is its correctness times this. 0.0 = paper; 0.1 = released "
+            "code (verl `stop_properly_penalty.penalty_coef`)."
+        },
+    )
+    length_budgets: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "DA-DLER difficulty-aware budgets as 'MIN_ACCURACY:BUDGET' bands, e.g. ['0.5:2000']: a prompt "
+            "whose group is right at least half the time gets 2000 tokens, others `truncation_length`. Accuracy is "
+            "the fraction of the group's rollouts with positive correctness. Generation still runs to "
+            "`max_completion_length`; the budget acts through the reward."
+        },
+    )
+
+    # ---- advantages ----
+    advantage_normalization: str = field(
+        default="batch",
+        metadata={
+            "help": "'batch' (DLER): centre within the group, then whiten over the whole training batch of every "
+            "rank, after dynamic sampling. 'group': GRPO's per-group standardisation. 'none': group-centred only.",
+            "choices": list(ADVANTAGE_NORMALIZATIONS),
+        },
+    )
+    advantage_weighting: str = field(
+        default="token",
+        metadata={
+            "help": "Weights of the batch whitening. 'token' (released code): each sequence counts once per "
+            "response token, Bessel-corrected variance, + 1e-8. 'sequence': the paper's formula, one weight per "
+            "sequence.",
+            "choices": list(ADVANTAGE_WEIGHTINGS),
+        },
+    )
+    correct_advantage_boost: float = field(
+        default=0.0,
+        metadata={
+            "help": "Added to the final advantage of every correct rollout (released code's "
+            "`correct_sample_advantage_boost_value`: 0 in one script, 0.1 in another). Paper: 0."
+        },
+    )
+    updates_per_generation: int = field(
+        default=8,
+        metadata={
+            "help": "Optimizer updates fed by one generation batch (paper: 512 prompts per generation, mini-batches "
+            "of 64 -> 8). Sets `steps_per_generation = gradient_accumulation_steps * updates_per_generation` when "
+            "neither `steps_per_generation` nor `generation_batch_size` is given. With 1 the PPO ratio stays 1 and "
+            "clip-higher never acts."
+        },
+    )
+
+    # ---- dynamic sampling ----
+    dynamic_sampling: bool = field(
+        default=True,
+        metadata={
+            "help": "Drop prompts whose group carries no signal (all rollouts equal), generate more prompts until "
+            "the batch is full, then cut it to exactly the batch size."
+        },
+    )
+    dynamic_sampling_metric: str = field(
+        default="reward",
+        metadata={
+            "help": "What must differ within a group for it to be kept: 'reward' (paper: shaped rewards) or "
+            "'correctness' (released code: raw correctness before the length penalty). With budgets below the "
+            "generation cap, 'correctness' drops all-correct groups whose shaped rewards still differ.",
+            "choices": list(SAMPLING_METRICS),
+        },
+    )
+    max_sampling_rounds: int = field(
+        default=0,
+        metadata={"help": "Generation rounds per batch before giving up; 0 = no limit (released code)."},
+    )
+    dynamic_sampling_exhausted: str = field(
+        default="error",
+        metadata={
+            "help": "When `max_sampling_rounds` runs out: 'error' stops with the counts of all-zero and "
+            "all-positive groups; 'partial' trains on the groups kept so far.",
+            "choices": list(EXHAUSTED_ACTIONS),
+        },
+    )
+
+    def __post_init__(self):
+        # One paper step = one generation batch feeding several optimizer updates; only then can the PPO ratio
+        # leave 1 and clip-higher act. TRL derives generation_batch_size from steps_per_generation.
+        if self.updates_per_generation < 1:
+            raise ValueError(f"updates_per_generation must be >= 1, got {self.updates_per_generation}")
+        if self.steps_per_generation is None and self.generation_batch_size is None:
+            self.steps_per_generation = self.gradient_accumulation_steps * self.updates_per_generation
+        super().__post_init__()
+        self.length_budgets = [f"{a}:{b}" for a, b in self.budget_bands] if self.length_budgets else None
+        self._validate()
+
+    @property
+    def budget_bands(self) -> list[tuple[float, int]]:
+        """`length_budgets` parsed into (min_accuracy, budget) bands, highest threshold first."""
+        return parse_length_budgets(self.length_budgets)
+
+    def _validate(self) -> None:
+        def choose(name: str, allowed: tuple[str, ...]) -> None:
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is not one of {list(allowed)}")
+
+        choose("advantage_normalization", ADVANTAGE_NORMALIZATIONS)
+        choose("advantage_weighting", ADVANTAGE_WEIGHTINGS)
+        choose("dynamic_sampling_metric", SAMPLING_METRICS)
+        choose("dynamic_sampling_exhausted", EXHAUSTED_ACTIONS)
+
+        if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
+            raise ValueError(
+                f"epsilon_high ({self.epsilon_high}) < epsilon ({self.epsilon}): clip-higher widens the upper bound. "
+                "Set epsilon_high >= epsilon (paper: epsilon=0.2, epsilon_high=0.28)."
+            )
+        if self.truncation_length < 1:
+            raise ValueError(f"truncation_length must be a positive number of tokens, got {self.truncation_length}")
+        if not 0.0 <= self.truncated_reward_scale <= 1.0:
+            raise ValueError(
+                f"truncated_reward_scale must be in [0, 1], got {self.truncated_reward_scale} "
+                "(0 = paper, 0.1 = released code)"
+            )
+        cap = self.max_completion_length
+        budgets = [("truncation_length", self.truncation_length)]
+        budgets += [(f"length_budgets '{a}:{b}'", b) for a, b in self.budget_bands]
+        for name, budget in budgets:
+            if cap is not None and budget > cap:
+                raise ValueError(
+                    f"{name} = {budget} tokens is above max_completion_length = {cap}: the budget could never bind. "
+                    f"Raise max_completion_length to at least {budget} or lower the budget."
+                )
+        if self.mask_truncated_completions:
+            raise ValueError(
+                "mask_truncated_completions=True drops truncated responses from the loss; DLER must train on them "
+                "with their penalised reward. Set mask_truncated_completions=False."
+            )
+        if self.max_sampling_rounds < 0:
+            raise ValueError(f"max_sampling_rounds must be >= 0 (0 = no limit), got {self.max_sampling_rounds}")
+
+        # Every prompt's group must live on one rank: the penalty reads a whole group, and dynamic sampling keeps or
+        # moves whole groups.
+        per_rank = self.per_device_train_batch_size * self.steps_per_generation
+        if per_rank % self.num_generations != 0:
+            raise ValueError(
+                f"The per-rank generation batch (per_device_train_batch_size={self.per_device_train_batch_size} x "
+                f"steps_per_generation={self.steps_per_generation} = {per_rank}) is not a multiple of "
+                f"num_generations={self.num_generations}, so a prompt's group would be split across ranks. Make "
+                "per_device_train_batch_size * steps_per_generation a multiple of num_generations."
+            )
+        if self.do_eval and self.eval_strategy != "no":
+            group = self.num_generations_eval or self.num_generations
+            if self.per_device_eval_batch_size % group != 0:
+                raise ValueError(
+                    f"per_device_eval_batch_size ({self.per_device_eval_batch_size}) must be a multiple of the eval "
+                    f"group size ({group}) so that each prompt's group lives on one rank."
+                )
+        if self.num_iterations == 1 and self.steps_per_generation == self.gradient_accumulation_steps:
+            warnings.warn(
+                "One generation batch feeds a single optimizer update, so the PPO ratio is always 1 and clip-higher "
+                "(epsilon_high) never acts. The paper feeds 8 updates per generation: set updates_per_generation=8.",
+                stacklevel=3,
+            )

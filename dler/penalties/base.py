@@ -1,0 +1,53 @@
+"""The penalty plugin interface."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+
+@dataclass
+class RolloutGroup:
+    """One prompt's rollouts, as a penalty sees them.
+
+    correctness: the reward functions' weighted score per rollout (1.0 / 0.0 for the math grader).
+    lengths: response length in tokens, EOS included. finished: the response ended with EOS (not cut by the cap).
+    budget: this prompt's length budget in tokens. step: the trainer's global optimizer step.
+    prompt: the dataset row of the prompt (every column), for penalties that read e.g. a target length.
+    """
+
+    correctness: torch.Tensor
+    lengths: torch.Tensor
+    finished: torch.Tensor
+    budget: int
+    step: int = 0
+    prompt: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def over_budget(self) -> torch.Tensor:
+        """Longer than the budget, or cut off by the generation cap."""
+        return (self.lengths > self.budget) | ~self.finished
+
+
+class LengthPenalty(ABC):
+    """Base class: subclasses set `name` and implement `__call__`.
+
+    Penalties with state (a schedule, adaptive targets) override `state_dict` / `load_state_dict`; the trainer stores
+    that state (JSON-serialisable) in every checkpoint and restores it on resume.
+    """
+
+    name: ClassVar[str] = ""
+
+    @abstractmethod
+    def __call__(self, group: RolloutGroup) -> torch.Tensor:
+        """One shaped reward per rollout of `group`."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} has no state to load, got keys {sorted(state)}")

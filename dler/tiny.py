@@ -1,0 +1,127 @@
+"""A tiny Qwen2-architecture model and tokenizer built entirely offline, for tests, benchmarks and the demo.
+
+Nothing is downloaded: the tokenizer is a byte-level BPE trained in memory on a small math-flavoured corpus, the
+model is a randomly initialised `Qwen2ForCausalLM` with a chat template. A random model never emits EOS, so
+`warm_up_eos` teaches it, in a second or two of plain next-token training, to end answers after a few tokens.
+`save_tiny` writes both to a folder that loads through the real paths (`from_pretrained`, TRL's model strings).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+EOS, PAD = "<|endoftext|>", "<|pad|>"
+SPECIAL_TOKENS = [PAD, EOS, "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _corpus(seed: int = 0, n: int = 2000) -> list[str]:
+    rng = random.Random(seed)
+    words = "let us think step by step the answer is so wait check again carry add sum digit final".split()
+    lines = []
+    for _ in range(n):
+        a, b = rng.randint(0, 999), rng.randint(0, 999)
+        filler = " ".join(rng.choice(words) for _ in range(rng.randint(2, 8)))
+        lines.append(f"<think> {a} + {b} : {filler} </think> \\boxed{{{a + b}}} = {a + b}.")
+    return lines
+
+
+def build_tiny_tokenizer(vocab_size: int = 512, seed: int = 0) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (any text encodes) with pad/EOS tokens and a chat template."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_corpus(seed), trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS, pad_token=PAD)
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny_model(
+    tokenizer: PreTrainedTokenizerFast, hidden_size: int = 64, num_layers: int = 2, seed: int = 0
+) -> Qwen2ForCausalLM:
+    """A randomly initialised Qwen2 causal LM sized for CPU tests (about 0.1 M parameters)."""
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = Qwen2ForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def warm_up_eos(
+    model: Qwen2ForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    mean_length: int = 8,
+    steps: int = 60,
+    seed: int = 0,
+) -> Qwen2ForCausalLM:
+    """Teach a random model to stop: train on random answers of geometric length (mean `mean_length`) + EOS.
+
+    Afterwards sampled completions have varied lengths and most end with EOS, which length-penalty tests need.
+    """
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "1 + 1"}], add_generation_prompt=True, tokenize=False
+    )
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    vocab = [i for i in range(len(tokenizer)) if i not in tokenizer.all_special_ids]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        batch, labels = [], []
+        for _ in range(16):
+            length = 1
+            while rng.random() > 1 / mean_length and length < 4 * mean_length:
+                length += 1
+            answer = [rng.choice(vocab) for _ in range(length)] + [tokenizer.eos_token_id]
+            width = len(prompt_ids) + 4 * mean_length + 1
+            ids = prompt_ids + answer
+            pad = width - len(ids)
+            batch.append(ids + [tokenizer.pad_token_id] * pad)
+            labels.append([-100] * len(prompt_ids) + answer + [-100] * pad)
+        loss = model(input_ids=torch.tensor(batch), labels=torch.tensor(labels)).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    return model
+
+
+def save_tiny(path: str | Path, seed: int = 0, warm_up: bool = True) -> Path:
+    """Build the tiny tokenizer and model (EOS warm-up on by default) and save both to `path`."""
+    path = Path(path)
+    tokenizer = build_tiny_tokenizer(seed=seed)
+    model = build_tiny_model(tokenizer, seed=seed)
+    if warm_up:
+        warm_up_eos(model, tokenizer, seed=seed)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,359 @@
+"""`DLERTrainer`: TRL's `GRPOTrainer` with the DLER recipe.
+
+Two narrow overrides keep TRL's own generation, scoring and loss code upstream:
+- `_calculate_rewards` shapes each prompt's group with the length penalty (per-prompt budgets for DA-DLER) and
+  gathers the shaped rewards, correctness and lengths of every rank;
+- `_generate_and_score_completions` is wrapped (never copied) by the dynamic-sampling loop: call TRL, drop groups
+  with no signal, call TRL again on fresh prompts until the batch is full, cut it to size, even it out across
+  ranks, and recompute the advantages (batch-wise normalisation) and `num_items_in_batch` on the final batch.
+Clip-higher is TRL's own `epsilon_high`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+from accelerate.utils import gather, gather_object
+from datasets import Dataset, IterableDataset
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from trl import GRPOTrainer
+
+from dler.advantages import compute_advantages
+from dler.batching import check_keys, concat_rows, take_rows
+from dler.budgets import budget_for_accuracy
+from dler.config import DLERConfig
+from dler.penalties import LengthPenalty, RolloutGroup, TruncationPenalty
+from dler.sampling import PromptStream, assign_groups, classify_groups, partial_quota
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "dler_state.json"
+STREAM_SEED_OFFSET = 7919  # extra-round prompts come from a stream independent of TRL's own sampler
+
+
+@dataclass
+class RoundScores:
+    """What one call of TRL's scoring produced, gathered over every rank (rank-major, as TRL lays it out)."""
+
+    shaped: torch.Tensor
+    correctness: torch.Tensor
+    lengths: torch.Tensor
+    over_budget: torch.Tensor
+    budgets: torch.Tensor  # one per rollout (its group's budget)
+
+    def rows(self, group: int, group_size: int) -> slice:
+        return slice(group * group_size, (group + 1) * group_size)
+
+
+class DynamicSamplingExhausted(RuntimeError):
+    """Raised on every rank at the same step when `max_sampling_rounds` ran out before the batch was full."""
+
+
+class DLERTrainer(GRPOTrainer):
+    """GRPO with DLER: truncation reward shaping, batch-wise advantage normalisation, clip-higher, dynamic sampling
+    and difficulty-aware budgets. Takes every `GRPOTrainer` argument, a [`DLERConfig`] as `args`, and optionally a
+    `penalty` (a [`LengthPenalty`]; default: the truncation penalty built from the config).
+    """
+
+    _tag_names = ["trl", "grpo", "dler"]
+
+    def __init__(self, model, reward_funcs, args: DLERConfig | None = None, *trl_args, penalty=None, **kwargs):
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            args = DLERConfig(f"{name.split('/')[-1]}-DLER")
+        if not isinstance(args, DLERConfig):
+            raise TypeError(f"DLERTrainer needs a DLERConfig as `args`, got {type(args).__name__}")
+        train_dataset = kwargs.get("train_dataset", trl_args[0] if trl_args else None)
+        if args.dynamic_sampling and isinstance(train_dataset, IterableDataset):
+            raise ValueError(
+                "dynamic_sampling draws extra prompts by index and needs a map-style `datasets.Dataset`; got an "
+                "IterableDataset. Load the dataset without streaming, or set dynamic_sampling=False."
+            )
+        if penalty is not None and not isinstance(penalty, LengthPenalty):
+            raise TypeError(f"penalty must be a dler.penalties.LengthPenalty, got {type(penalty).__name__}")
+        self.penalty = penalty or TruncationPenalty(args.truncated_reward_scale)
+        super().__init__(model, reward_funcs, args, *trl_args, **kwargs)
+        self._budget_bands = args.budget_bands
+        self._round: RoundScores | None = None
+        self._prompt_stream: PromptStream | None = None
+        self._pending_stream_state: dict | None = None  # restored from a checkpoint, applied on first use
+        self._prompts_generated = 0  # over the run: prompts generated / prompts trained on
+        self._prompts_trained = 0
+
+    # ------------------------------------------------------------------ rewards
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        device = rewards_per_func.device
+        group_size = self.num_generations if self.model.training else self.num_generations_eval
+        n = len(prompts)
+        if n % group_size:
+            raise ValueError(f"{n} rollouts on this rank do not form whole groups of {group_size}")
+        local = rewards_per_func[self.accelerator.process_index * n : (self.accelerator.process_index + 1) * n]
+        correctness = (local * self.reward_weights.to(device)).nansum(dim=1).cpu()
+        lengths = torch.tensor([len(ids) for ids in completion_ids_list])
+        finished = torch.tensor([len(ids) > 0 and ids[-1] in self.eos_token_ids for ids in completion_ids_list])
+
+        shaped, over_budget, budgets = [], [], []
+        for start in range(0, n, group_size):
+            rows = slice(start, start + group_size)
+            accuracy = (correctness[rows] > 0).float().mean().item()
+            group = RolloutGroup(
+                correctness=correctness[rows],
+                lengths=lengths[rows],
+                finished=finished[rows],
+                budget=budget_for_accuracy(accuracy, self._budget_bands, self.args.truncation_length),
+                step=self.state.global_step,
+                prompt=inputs[start],
+            )
+            rewards = torch.as_tensor(self.penalty(group), dtype=torch.float32).reshape(-1)
+            if rewards.numel() != group_size or not torch.isfinite(rewards).all():
+                raise ValueError(
+                    f"penalty {type(self.penalty).__name__} returned {rewards.tolist()} for a group of {group_size}: "
+                    "it must return one finite reward per rollout"
+                )
+            shaped.append(rewards)
+            over_budget.append(group.over_budget)
+            budgets.append(torch.full((group_size,), group.budget))
+
+        stats = torch.stack(
+            [torch.cat(shaped), correctness, lengths, torch.cat(over_budget), torch.cat(budgets)], dim=1
+        ).to(device=device, dtype=torch.float32)
+        self._log_completion_extra("shaped_reward", torch.cat(shaped).tolist())
+        self._log_completion_extra("budget", torch.cat(budgets).tolist())
+        everything = gather(stats).cpu()
+        self._round = RoundScores(
+            shaped=everything[:, 0],
+            correctness=everything[:, 1],
+            lengths=everything[:, 2],
+            over_budget=everything[:, 3].bool(),
+            budgets=everything[:, 4],
+        )
+        return rewards_per_func
+
+    def _advantages(self, rewards, correctness, lengths, group_size) -> torch.Tensor:
+        args = self.args
+        return compute_advantages(
+            rewards,
+            group_size,
+            normalization=args.advantage_normalization,
+            lengths=lengths,
+            weighting=args.advantage_weighting,
+            correct=correctness > 0,
+            correct_boost=args.correct_advantage_boost,
+        )
+
+    def _log_scores(self, mode: str, scores: list[RoundScores], group_size: int) -> None:
+        metrics = self._metrics[mode]
+        correctness = torch.cat([s.correctness for s in scores])
+        metrics["dler/correctness"].append(correctness.mean().item())
+        metrics["dler/shaped_reward"].append(torch.cat([s.shaped for s in scores]).mean().item())
+        metrics["dler/over_budget_frac"].append(torch.cat([s.over_budget for s in scores]).float().mean().item())
+        budgets = torch.cat([s.budgets[::group_size] for s in scores])
+        metrics["dler/budget_mean"].append(budgets.mean().item())
+        metrics["dler/budget_min"].append(budgets.min().item())
+
+    # ------------------------------------------------------------------ dynamic sampling
+    def _generate_and_score_completions(self, inputs):
+        if not self.model.training:
+            output = super()._generate_and_score_completions(inputs)
+            scores, group_size = self._round, self.num_generations_eval
+            advantages = self._advantages(scores.shaped, scores.correctness, scores.lengths, group_size)
+            n = len(inputs)
+            output["advantages"] = advantages[self.accelerator.process_index * n :][:n].to(self.accelerator.device)
+            self._log_scores("eval", [scores], group_size)
+            return output
+        return self._sample_training_batch(inputs)
+
+    def _sample_training_batch(self, inputs):
+        """Generate, filter and refill until the batch is full; then cut, balance and re-score it."""
+        args, group_size = self.args, self.num_generations
+        num_processes, rank = self.accelerator.num_processes, self.accelerator.process_index
+        quota = len(inputs) // group_size  # groups per rank in a full batch
+        final_quota = quota
+
+        outputs, scores, selected = [], [], []  # selected: (round, global group) in arrival order
+        counts = {"kept": 0, "all_zero": 0, "all_positive": 0}
+        while True:
+            outputs.append(super()._generate_and_score_completions(inputs))
+            scores.append(self._round)
+            round_groups = len(self._round.shaped) // group_size
+            if args.dynamic_sampling:
+                metric = self._round.shaped if args.dynamic_sampling_metric == "reward" else self._round.correctness
+                signal = classify_groups(metric, group_size)
+                keep = signal.keep
+                for name, flags in (
+                    ("kept", keep),
+                    ("all_zero", signal.all_zero),
+                    ("all_positive", signal.all_positive),
+                ):
+                    counts[name] += int(flags.sum())
+            else:
+                keep = torch.ones(round_groups, dtype=torch.bool)
+            selected += [(len(outputs) - 1, int(g)) for g in keep.nonzero().flatten()]
+            if len(selected) >= quota * num_processes:
+                break
+            if args.max_sampling_rounds and len(outputs) >= args.max_sampling_rounds:
+                final_quota = self._on_exhausted(len(selected), quota * num_processes, counts, len(outputs))
+                break
+            if not args.max_sampling_rounds and len(outputs) in (10, 100, 1000):
+                logger.warning(
+                    "Dynamic sampling needed %d generation rounds for one batch (%d/%d groups with signal; %d all-zero,"
+                    " %d all-positive). Consider max_sampling_rounds or filtering the data by solve rate.",
+                    len(outputs),
+                    len(selected),
+                    quota * num_processes,
+                    counts["all_zero"],
+                    counts["all_positive"],
+                )
+            inputs = self._next_prompts(quota)
+
+        target = final_quota * num_processes
+        selected = selected[:target]
+        generated = sum(len(s.shaped) for s in scores) // group_size
+        self._prompts_generated += generated
+        self._prompts_trained += target
+        metrics = self._metrics["train"]
+        metrics["dynamic_sampling/rounds"].append(len(outputs))
+        metrics["dynamic_sampling/prompts_generated_per_kept"].append(generated / target)
+        metrics["dynamic_sampling/partial_batch"].append(float(final_quota < quota))
+        for name, value in counts.items():
+            metrics[f"dynamic_sampling/groups_{name}"].append(float(value))
+        self._log_scores("train", scores, group_size)
+
+        if len(outputs) == 1 and len(selected) == len(scores[0].shaped) // group_size:
+            output = outputs[0]  # everything kept, nothing moved: only the advantages change
+            final_order = [(0, g) for g in range(len(selected))]
+        else:
+            output, final_order = self._assemble(outputs, scores, selected, final_quota)
+        self._log_final_batch(scores, final_order)
+
+        rows = [scores[r].rows(g, group_size) for r, g in final_order]
+        rewards = torch.cat([scores[r].shaped[s] for (r, _), s in zip(final_order, rows)])
+        correctness = torch.cat([scores[r].correctness[s] for (r, _), s in zip(final_order, rows)])
+        lengths = torch.cat([scores[r].lengths[s] for (r, _), s in zip(final_order, rows)])
+        advantages = self._advantages(rewards, correctness, lengths, group_size)
+        per_rank = len(advantages) // num_processes
+        output["advantages"] = advantages[rank * per_rank : (rank + 1) * per_rank].to(self.accelerator.device)
+        return output
+
+    def _assemble(self, outputs, scores, selected, quota):
+        """Move the selected groups so each rank holds `quota`, and join them into one padded batch.
+
+        Returns the local batch and the global order of the final groups (rank-major), which every rank knows.
+        """
+        group_size = self.num_generations
+        num_processes, rank = self.accelerator.num_processes, self.accelerator.process_index
+        per_rank_groups = [len(s.shaped) // group_size // num_processes for s in scores]
+        owners = [g // per_rank_groups[r] for r, g in selected]
+        destinations = assign_groups(owners, num_processes, quota)
+
+        def local_rows(r, g):  # the group's rows in the owning rank's output of round r
+            start = (g % per_rank_groups[r]) * group_size
+            return take_rows(outputs[r], slice(start, start + group_size))
+
+        check_keys(outputs[0])
+        mine = {i: local_rows(*selected[i]) for i in range(len(selected)) if owners[i] == rank == destinations[i]}
+        if any(o != d for o, d in zip(owners, destinations)):  # the same on every rank: all join the gather
+            outgoing = [
+                (i, {k: v.cpu() for k, v in local_rows(*selected[i]).items()})
+                for i in range(len(selected))
+                if owners[i] == rank != destinations[i]
+            ]
+            device = self.accelerator.device
+            for i, rows in gather_object(outgoing):
+                if destinations[i] == rank:
+                    mine[i] = {k: v.to(device) for k, v in rows.items()}
+        self._metrics["train"]["dynamic_sampling/groups_moved"].append(
+            float(sum(o != d for o, d in zip(owners, destinations)))
+        )
+
+        output = concat_rows([mine[i] for i in sorted(mine)], self._tokenizer.pad_token_id, self.pad_to_multiple_of)
+        loss_mask = output["completion_mask"] * output.get("tool_mask", 1)
+        output["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+        final_order = [selected[i] for r in range(num_processes) for i in range(len(selected)) if destinations[i] == r]
+        return output, final_order
+
+    def _log_final_batch(self, scores, final_order) -> None:
+        group_size = self.num_generations
+        rows = [scores[r].rows(g, group_size) for r, g in final_order]
+        shaped = torch.cat([scores[r].shaped[s] for (r, _), s in zip(final_order, rows)])
+        self._metrics["train"]["dler/batch_shaped_reward"].append(shaped.mean().item())
+
+    def _on_exhausted(self, kept: int, target: int, counts: dict, rounds: int) -> int:
+        """Rounds ran out: raise (every rank at once, the decision being global) or return a partial quota."""
+        args = self.args
+        what = (
+            f"Dynamic sampling found {kept} of the {target} groups with signal after {rounds} rounds "
+            f"(max_sampling_rounds={args.max_sampling_rounds}): {counts['all_zero']} groups scored all zero, "
+            f"{counts['all_positive']} all positive (metric: {args.dynamic_sampling_metric})."
+        )
+        quota = partial_quota(kept, self.accelerator.num_processes, self.num_generations, args.steps_per_generation)
+        if args.dynamic_sampling_exhausted == "partial" and quota > 0:
+            logger.warning("%s Training on a partial batch of %d groups per rank.", what, quota)
+            return quota
+        raise DynamicSamplingExhausted(
+            f"{what} Mostly all-zero means the data is too hard for the model, mostly all-positive too easy: "
+            "filter the dataset by solve rate, raise max_sampling_rounds (0 = no limit), or set "
+            "dynamic_sampling_exhausted='partial' to train on what was kept."
+        )
+
+    def _next_prompts(self, num_prompts: int) -> list[dict]:
+        """This rank's share of the next `num_prompts * num_processes` prompts, each repeated for its group."""
+        if self._prompt_stream is None:
+            self._prompt_stream = PromptStream(
+                len(self.train_dataset), self.args.seed + STREAM_SEED_OFFSET, shuffle=self.shuffle_dataset
+            )
+            if self._pending_stream_state:
+                self._prompt_stream.load_state_dict(self._pending_stream_state)
+                self._pending_stream_state = None
+        indices = self._prompt_stream.take(num_prompts * self.accelerator.num_processes)
+        rank = self.accelerator.process_index
+        dataset = self.train_dataset
+        if self.args.remove_unused_columns and isinstance(dataset, Dataset):
+            dataset = self._remove_unused_columns(dataset, description="dynamic sampling")
+        rows = [dataset[i] for i in indices[rank * num_prompts : (rank + 1) * num_prompts]]
+        return [dict(row) for row in rows for _ in range(self.num_generations)]
+
+    # ------------------------------------------------------------------ checkpoints
+    def dler_state_dict(self) -> dict:
+        """Everything DLER adds to a run's state, saved beside TRL's in each checkpoint."""
+        stream = self._prompt_stream.state_dict() if self._prompt_stream else self._pending_stream_state
+        return {
+            "prompt_stream": stream,
+            "penalty": self.penalty.state_dict(),
+            "prompts_generated": self._prompts_generated,
+            "prompts_trained": self._prompts_trained,
+        }
+
+    def load_dler_state_dict(self, state: dict) -> None:
+        self._pending_stream_state = state.get("prompt_stream")
+        self._prompt_stream = None  # rebuilt lazily from the pending state
+        self.penalty.load_state_dict(state.get("penalty", {}))
+        self._prompts_generated = state.get("prompts_generated", 0)
+        self._prompts_trained = state.get("prompts_trained", 0)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            with open(os.path.join(folder, STATE_FILE), "w") as f:
+                json.dump(self.dler_state_dict(), f, indent=2)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        path = os.path.join(checkpoint, STATE_FILE)
+        if not os.path.exists(path):
+            logger.warning(
+                "Checkpoint %s has no %s: DLER state (prompt stream, penalty) starts fresh.", checkpoint, STATE_FILE
+            )
+            return
+        with open(path) as f:
+            self.load_dler_state_dict(json.load(f))
