@@ -229,13 +229,9 @@ class DLERTrainer(GRPOTrainer):
             final_order = [(0, g) for g in range(len(selected))]
         else:
             output, final_order = self._assemble(outputs, scores, selected, final_quota)
-        self._log_final_batch(scores, final_order)
-
-        rows = [scores[r].rows(g, group_size) for r, g in final_order]
-        rewards = torch.cat([scores[r].shaped[s] for (r, _), s in zip(final_order, rows)])
-        correctness = torch.cat([scores[r].correctness[s] for (r, _), s in zip(final_order, rows)])
-        lengths = torch.cat([scores[r].lengths[s] for (r, _), s in zip(final_order, rows)])
-        advantages = self._advantages(rewards, correctness, lengths, group_size)
+        final = self._final_scores(scores, final_order)
+        self._metrics["train"]["dler/batch_shaped_reward"].append(final.shaped.mean().item())
+        advantages = self._advantages(final.shaped, final.correctness, final.lengths, group_size)
         per_rank = len(advantages) // num_processes
         output["advantages"] = advantages[rank * per_rank : (rank + 1) * per_rank].to(self.accelerator.device)
         return output
@@ -257,7 +253,9 @@ class DLERTrainer(GRPOTrainer):
 
         check_keys(outputs[0])
         mine = {i: local_rows(*selected[i]) for i in range(len(selected)) if owners[i] == rank == destinations[i]}
-        if any(o != d for o, d in zip(owners, destinations)):  # the same on every rank: all join the gather
+        if any(
+            o != d for o, d in zip(owners, destinations, strict=True)
+        ):  # the same on every rank: all join the gather
             outgoing = [
                 (i, {k: v.cpu() for k, v in local_rows(*selected[i]).items()})
                 for i in range(len(selected))
@@ -268,7 +266,7 @@ class DLERTrainer(GRPOTrainer):
                 if destinations[i] == rank:
                     mine[i] = {k: v.to(device) for k, v in rows.items()}
         self._metrics["train"]["dynamic_sampling/groups_moved"].append(
-            float(sum(o != d for o, d in zip(owners, destinations)))
+            float(sum(o != d for o, d in zip(owners, destinations, strict=True)))
         )
 
         output = concat_rows([mine[i] for i in sorted(mine)], self._tokenizer.pad_token_id, self.pad_to_multiple_of)
@@ -277,11 +275,12 @@ class DLERTrainer(GRPOTrainer):
         final_order = [selected[i] for r in range(num_processes) for i in range(len(selected)) if destinations[i] == r]
         return output, final_order
 
-    def _log_final_batch(self, scores, final_order) -> None:
-        group_size = self.num_generations
-        rows = [scores[r].rows(g, group_size) for r, g in final_order]
-        shaped = torch.cat([scores[r].shaped[s] for (r, _), s in zip(final_order, rows)])
-        self._metrics["train"]["dler/batch_shaped_reward"].append(shaped.mean().item())
+    def _final_scores(self, scores: list[RoundScores], final_order: list[tuple[int, int]]) -> RoundScores:
+        """The scores of the final batch's groups, in its global (rank-major) order."""
+        rows = [(scores[r], scores[r].rows(g, self.num_generations)) for r, g in final_order]
+        return RoundScores(
+            *(torch.cat([getattr(s, name)[sl] for s, sl in rows]) for name in RoundScores.__dataclass_fields__)
+        )
 
     def _on_exhausted(self, kept: int, target: int, counts: dict, rounds: int) -> int:
         """Rounds ran out: raise (every rank at once, the decision being global) or return a partial quota."""
