@@ -1,0 +1,30 @@
+"""Verifiable math rewards for R1-style responses: right, fast, and unable to stall training.
+
+    from dler.rewards import MathReward, prepare_gold_answers
+
+    reward = MathReward()                                   # reads the dataset column "answer"
+    train, report = prepare_gold_answers(train, reward=reward, on_invalid="skip")
+    trainer = DLERTrainer(..., reward_funcs=[reward], train_dataset=train)
+
+This package imports neither torch nor trl: grading workers import it with math-verify only.
+"""
+
+from dler.rewards.extract import THINK_END, completion_text, extract_answer, last_boxed, normalize_gold, precheck
+from dler.rewards.pool import GradingPool, default_num_workers
+from dler.rewards.reward import Grade, GoldReport, MathReward, math_correctness, prepare_gold_answers
+
+__all__ = [
+    "THINK_END",
+    "GoldReport",
+    "Grade",
+    "GradingPool",
+    "MathReward",
+    "completion_text",
+    "default_num_workers",
+    "extract_answer",
+    "last_boxed",
+    "math_correctness",
+    "normalize_gold",
+    "precheck",
+    "prepare_gold_answers",
+]

@@ -1,0 +1,382 @@
+"""A persistent pool of grading processes that cannot stall the trainer.
+
+Why processes: math-verify's timeouts use SIGALRM, which only works in a process's main thread, and some sympy
+work (huge integer powers) cannot be interrupted at all. So each worker is a separate process started with the
+"spawn" context (never fork: the trainer holds torch/CUDA/NCCL state) and it may be killed at any time:
+
+- every answer has a deadline: a worker still busy on one answer past `answer_timeout` is SIGKILLed and replaced,
+  the answer scores 0 with status "deadline";
+- every call has a deadline: whatever is unfinished after `batch_timeout` scores 0 ("batch_deadline");
+- a worker that dies (segfault, OOM kill) is detected through its process sentinel, its answer scores 0
+  ("worker_died") and it is replaced: no call ever waits on a dead process.
+
+Jobs go out in chunks (one message for many answers); the worker reports each answer as it finishes, so the
+parent knows when the answer in progress started and per-answer deadlines stay exact. Each worker has its own
+pipe: killing one never corrupts a shared queue.
+
+Workers import only `dler.rewards` and math-verify. Spawned processes normally re-import the parent's
+`__main__` script (a training script: torch, trl, and any unguarded top-level code); the pool hides `__main__`
+while it starts a worker so that this does not happen. Shutdown: `close()`, context-manager exit, garbage
+collection and interpreter exit all stop the workers; a worker also exits by itself when its parent dies.
+"""
+
+import logging
+import math
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+import types
+import weakref
+from collections import deque
+from multiprocessing.connection import wait
+
+from dler.rewards.status import BATCH_DEADLINE, DEADLINE, ERROR, WORKER_DIED
+
+logger = logging.getLogger(__name__)
+
+_SPAWN_LOCK = threading.Lock()
+_MAX_START_FAILURES = 3
+
+
+def default_num_workers() -> int:
+    """min(4, CPUs of this rank): the CPUs this process may use, shared among the ranks of this node."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, min(4, cpus // max(1, local_ranks)))
+
+
+# --------------------------------------------------------------------------------------------- worker side
+
+
+def _run_job(kind: str, a: str, b: str, timeout: int | None) -> tuple[float, str, str]:
+    if kind == "grade":
+        from dler.rewards import grading
+
+        return grading.grade(a, b, timeout)
+    if kind == "gold":
+        from dler.rewards import grading
+
+        return grading.check_gold(a, timeout)
+    if kind == "sleep":  # diagnostics: an answer that ignores every timeout except the kill
+        end = time.monotonic() + float(a)
+        while time.monotonic() < end:
+            time.sleep(0.01)
+        return 1.0, "slept", ""
+    if kind == "crash":  # diagnostics: a worker that dies like a segfault
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "modules":  # diagnostics: which heavy modules a worker has imported
+        return 1.0, ",".join(m for m in ("torch", "trl", "transformers", "math_verify") if m in sys.modules), ""
+    raise ValueError(f"unknown job kind {kind!r}")
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent_pid:
+            os._exit(0)
+
+
+def _worker_main(conn, parent_pid: int, timeout: int | None) -> None:
+    """Worker loop: receive (batch, kind, [(job, a, b), ...]), send (batch, job, score, status, detail) per job."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    try:
+        from dler.rewards import grading
+
+        grading.grade("1", "\\frac{2}{2}", timeout)  # warm up latex2sympy's parser before saying ready
+        conn.send(("ready", os.getpid()))
+    except BaseException:
+        conn.send(("fatal", traceback.format_exc()))
+        return
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        batch, kind, items = msg
+        for job, a, b in items:
+            try:
+                result = _run_job(kind, a, b, timeout)
+            except BaseException as exc:  # TimeoutException is a BaseException
+                arg = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
+                result = (0.0, ERROR, f"{type(exc).__name__}: {arg[:200]}")
+            try:
+                conn.send((batch, job, *result))
+            except (BrokenPipeError, OSError):
+                return
+
+
+# --------------------------------------------------------------------------------------------- parent side
+
+
+class _Worker:
+    __slots__ = ("proc", "conn", "ready", "started", "chunk", "pos", "t_item", "fatal")
+
+    def __init__(self, proc, conn):
+        self.proc, self.conn = proc, conn
+        self.ready = False
+        self.started = time.monotonic()
+        self.chunk: list[int] = []  # job indices sent and not yet answered
+        self.pos = 0  # chunk[pos] is the answer in progress
+        self.t_item = 0.0  # when chunk[pos] started
+        self.fatal = ""
+
+
+def _stop_workers(workers: list, owner_pid: int, grace: float = 1.0) -> None:
+    """Ask every worker to exit, then SIGKILL whatever is still there. Only the process that owns them acts."""
+    if os.getpid() != owner_pid:
+        return
+    for w in workers:
+        try:
+            w.conn.send(None)
+        except (OSError, ValueError):
+            pass
+    end = time.monotonic() + grace
+    for w in workers:
+        w.proc.join(max(0.0, end - time.monotonic()))
+        if w.proc.is_alive():
+            w.proc.kill()
+            w.proc.join(1.0)
+        w.conn.close()
+    workers.clear()
+
+
+class GradingPool:
+    """Persistent grading processes with per-answer and per-batch deadlines.
+
+    Args:
+        num_workers: processes of this rank (default `default_num_workers()`: min(4, CPUs / local ranks)).
+        answer_timeout: seconds one answer may take before its worker is killed and replaced.
+        batch_timeout: seconds one `run` call may take; unfinished answers then score 0.
+        chunk_size: most answers sent to a worker in one message.
+        start_timeout: seconds a new worker may take to import math-verify and report ready.
+        start_method: "spawn" (default) or "forkserver". Never fork.
+
+    Workers start lazily, on the first call. `run` is thread-safe (calls are serialised).
+    """
+
+    def __init__(
+        self,
+        num_workers: int | None = None,
+        answer_timeout: float = 5.0,
+        batch_timeout: float = 120.0,
+        chunk_size: int = 16,
+        start_timeout: float = 60.0,
+        start_method: str = "spawn",
+    ):
+        if start_method not in ("spawn", "forkserver"):
+            raise ValueError(f"start_method must be 'spawn' or 'forkserver' (never fork), got {start_method!r}")
+        if answer_timeout <= 0 or batch_timeout <= 0:
+            raise ValueError("answer_timeout and batch_timeout must be positive")
+        self.num_workers = default_num_workers() if num_workers is None else int(num_workers)
+        if self.num_workers < 1:
+            raise ValueError("GradingPool needs at least one worker (use num_workers=0 on MathReward to grade in-process)")
+        self.answer_timeout = float(answer_timeout)
+        self.batch_timeout = float(batch_timeout)
+        self.chunk_size = max(1, int(chunk_size))
+        self.start_timeout = float(start_timeout)
+        self.start_method = start_method
+        # math-verify's own alarm fires first, so a slow answer usually costs no respawn
+        self.inner_timeout = max(1, int(self.answer_timeout / 2))
+        self.stats = {"jobs": 0, "killed": 0, "died": 0, "started": 0, "batch_deadlines": 0}
+        self._lock = threading.RLock()
+        self._workers: list[_Worker] = []
+        self._owner = os.getpid()
+        self._batch = 0
+        self._start_failures = 0
+        self._finalizer = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __getstate__(self):
+        raise TypeError("GradingPool holds live processes and cannot be pickled")
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the live workers."""
+        return [w.proc.pid for w in self._workers]
+
+    def start(self) -> None:
+        """Start the workers now instead of on first use (they import math-verify in the background)."""
+        with self._lock:
+            if os.getpid() != self._owner:  # inherited through a fork: these workers belong to the parent
+                self._workers, self._owner, self._finalizer = [], os.getpid(), None
+            if self._finalizer is None or not self._finalizer.alive:
+                self._workers = []
+                self._finalizer = weakref.finalize(self, _stop_workers, self._workers, self._owner)
+            while len(self._workers) < self.num_workers:
+                self._workers.append(self._spawn())
+
+    def close(self) -> None:
+        """Stop every worker (they finish nothing). The pool restarts lazily if used again."""
+        with self._lock:
+            if self._finalizer is not None:
+                self._finalizer()  # runs _stop_workers once
+                self._finalizer = None
+            self._workers = []
+
+    def _spawn(self) -> _Worker:
+        ctx = multiprocessing.get_context(self.start_method)
+        parent_conn, child_conn = ctx.Pipe(duplex=True)
+        proc = ctx.Process(
+            target=_worker_main,
+            args=(child_conn, os.getpid(), self.inner_timeout),
+            name="dler-math-grader",
+            daemon=True,
+        )
+        with _SPAWN_LOCK:
+            main = sys.modules.get("__main__")
+            sys.modules["__main__"] = types.ModuleType("__main__")  # see module docstring
+            try:
+                proc.start()
+            finally:
+                if main is not None:
+                    sys.modules["__main__"] = main
+        child_conn.close()
+        self.stats["started"] += 1
+        return _Worker(proc, parent_conn)
+
+    def _replace(self, w: _Worker, kill: bool) -> None:
+        if kill and w.proc.is_alive():
+            w.proc.kill()
+        w.proc.join(1.0)
+        w.conn.close()
+        if w.fatal or not w.ready:
+            self._start_failures += 1
+            if self._start_failures >= _MAX_START_FAILURES:
+                self.close()
+                raise RuntimeError(
+                    f"math grading workers failed to start {_MAX_START_FAILURES} times in a row"
+                    + (f"; last error:\n{w.fatal}" if w.fatal else " (no error reported: killed or too slow?)")
+                )
+        i = self._workers.index(w)
+        self._workers[i] = self._spawn()
+
+    # ------------------------------------------------------------------ grading
+
+    def run(self, kind: str, items: list[tuple[str, str]]) -> list[tuple[float, str, str]]:
+        """Run jobs `(a, b)` of one kind ("grade": (gold, prediction); "gold": (gold, "")) on the workers.
+
+        Returns one (score, status, detail) per item, in order, always within about `batch_timeout` seconds.
+        """
+        if not items:
+            return []
+        with self._lock:
+            if os.getpid() != self._owner or len(self._workers) < self.num_workers:
+                self.start()
+            self.stats["jobs"] += len(items)
+            return self._run(kind, items)
+
+    def _run(self, kind, items):
+        self._batch += 1
+        batch = self._batch
+        results: list = [None] * len(items)
+        pending = deque(range(len(items)))
+        left = len(items)
+        batch_deadline = time.monotonic() + self.batch_timeout
+        while left:
+            now = time.monotonic()
+            if now >= batch_deadline:
+                break
+            # hand chunks to idle workers
+            for w in self._workers:
+                if not pending:
+                    break
+                if not w.ready or w.chunk:
+                    continue
+                size = max(1, min(self.chunk_size, math.ceil(len(pending) / len(self._workers))))
+                chunk = [pending.popleft() for _ in range(min(size, len(pending)))]
+                try:
+                    w.conn.send((batch, kind, [(j, *items[j]) for j in chunk]))
+                except (OSError, ValueError):  # died while idle
+                    pending.extendleft(reversed(chunk))
+                    continue  # its sentinel fires below
+                w.chunk, w.pos, w.t_item = chunk, 0, time.monotonic()
+            # sleep until a result, a death, or the nearest deadline
+            deadlines = [batch_deadline]
+            for w in self._workers:
+                if w.chunk:
+                    deadlines.append(w.t_item + self.answer_timeout)
+                elif not w.ready:
+                    deadlines.append(w.started + self.start_timeout)
+            timeout = max(0.0, min(deadlines) - time.monotonic())
+            handles = [h for w in self._workers for h in (w.conn, w.proc.sentinel)]
+            ready = set(wait(handles, timeout))
+            for w in list(self._workers):
+                dead = w.proc.sentinel in ready
+                if w.conn in ready or dead:
+                    left -= self._drain(w, batch, results)
+                    dead = dead or not w.proc.is_alive()
+                if dead:
+                    left -= self._fail_current(w, results, pending, WORKER_DIED, "worker process died")
+                    self.stats["died"] += 1
+                    self._replace(w, kill=False)
+            # enforce deadlines
+            now = time.monotonic()
+            for w in list(self._workers):
+                if w.chunk and now - w.t_item > self.answer_timeout:
+                    left -= self._drain(w, batch, results)  # results that arrived at the last moment
+                    if w.chunk:
+                        left -= self._fail_current(w, results, pending, DEADLINE, f"over {self.answer_timeout:g}s")
+                        self.stats["killed"] += 1
+                        self._replace(w, kill=True)
+                elif not w.ready and now - w.started > self.start_timeout:
+                    self._replace(w, kill=True)
+        if left:
+            self.stats["batch_deadlines"] += 1
+            for j, r in enumerate(results):
+                if r is None:
+                    results[j] = (0.0, BATCH_DEADLINE, f"over {self.batch_timeout:g}s for the batch")
+            for w in list(self._workers):
+                if w.chunk:  # still busy on this batch: its answers are no longer wanted
+                    w.chunk = []
+                    self._replace(w, kill=True)
+        return results
+
+    def _drain(self, w: _Worker, batch: int, results: list) -> int:
+        """Read every message waiting from one worker; returns how many answers it resolved."""
+        resolved = 0
+        try:
+            while w.conn.poll():
+                msg = w.conn.recv()
+                if msg[0] == "ready":
+                    w.ready = True
+                    self._start_failures = 0
+                elif msg[0] == "fatal":
+                    w.fatal = msg[1]
+                elif msg[0] == batch and w.chunk and msg[1] == w.chunk[w.pos]:
+                    results[msg[1]] = msg[2:]
+                    resolved += 1
+                    w.pos += 1
+                    w.t_item = time.monotonic()
+                    if w.pos == len(w.chunk):
+                        w.chunk, w.pos = [], 0
+                else:
+                    logger.debug("discarding a stale grading result %r", msg[:2])
+        except (EOFError, OSError):
+            pass  # the process is gone; its sentinel says so
+        return resolved
+
+    def _fail_current(self, w: _Worker, results, pending, status: str, detail: str) -> int:
+        """Score the answer in progress 0 and put the rest of the worker's chunk back in the queue."""
+        if not w.chunk:
+            return 0
+        results[w.chunk[w.pos]] = (0.0, status, detail)
+        pending.extendleft(reversed(w.chunk[w.pos + 1 :]))
+        w.chunk, w.pos = [], 0
+        return 1

@@ -1,0 +1,393 @@
+"""The math correctness reward: `MathReward` for TRL, `math_correctness` as a function, gold preparation.
+
+Flow per call: extract every answer in this process (pure string work, microseconds), drop duplicates and
+answers seen before (the 16 rollouts of a prompt often agree), and send only the rest to the grading pool.
+"""
+
+import logging
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from dler.rewards import extract
+from dler.rewards.pool import GradingPool
+from dler.rewards.status import (
+    CATEGORIES,
+    CORRECT,
+    ERROR,
+    INVALID_GOLD,
+    UNPARSED,
+    WRONG,
+    category,
+)
+
+logger = logging.getLogger(__name__)
+
+_TRL_KWARGS = ("trainer_state", "log_extra", "log_metric", "environments")
+_CACHEABLE = (CORRECT, WRONG, UNPARSED)  # deterministic outcomes; timeouts and crashes may depend on load
+
+
+class Grade(NamedTuple):
+    """One graded completion: its reward, why, and the answer string that was graded (None if none)."""
+
+    score: float
+    status: str
+    answer: str | None
+
+
+class MissingAnswerColumn(KeyError):
+    def __str__(self):
+        return self.args[0]
+
+
+class _Warnings:
+    """At most one warning per kind every `every` seconds, with the number of occurrences since the last one."""
+
+    def __init__(self, every: float = 30.0):
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._count: Counter = Counter()
+
+    def __call__(self, kind: str, message: str) -> None:
+        self._count[kind] += 1
+        now = time.monotonic()
+        if now - self._last.get(kind, -1e9) >= self.every:
+            n = self._count.pop(kind)
+            logger.warning("math reward: %s%s", message, f" ({n} such since the last warning)" if n > 1 else "")
+            self._last[kind] = now
+
+
+class MathReward:
+    """R1-style math correctness for GRPO: 1.0 if the last `\\boxed{}` after `</think>` equals the gold answer.
+
+    Args:
+        answer_column: dataset column with the gold answers (TRL passes every column as a keyword argument).
+        think_end: the marker that closes the thinking; the answer must follow it. None: grade the whole text.
+        require_think_end: a response that never closes its thinking scores 0 (R1 grader). If False, such a
+            response is graded on its whole text.
+        num_workers: grading processes of this rank (default min(4, CPUs / local ranks)); 0 grades in this
+            process with math-verify's timeouts only (main thread) and no hard deadline.
+        answer_timeout: seconds per answer before its worker is killed (the answer scores 0).
+        batch_timeout: seconds per call; unfinished answers score 0.
+        max_answer_chars, max_depth: pre-check limits of `dler.rewards.extract`.
+        on_invalid_gold: "warn" (score 0, counted in `math/invalid_gold`, rate-limited warning) or "error".
+        cache_size: graded (gold, answer) pairs remembered across calls.
+
+    TRL calls `reward(prompts=..., completions=..., completion_ids=..., **columns, log_metric=...)`; the metrics
+    `math/graded`, `math/unparseable`, `math/timed_out`, `math/errors` and `math/invalid_gold` are logged as
+    fractions of the call's completions (they sum to 1). `stats` keeps cumulative counts per status.
+    Call `close()` (or use it as a context manager) to stop the workers; interpreter exit stops them too.
+    """
+
+    __name__ = "math_correctness"
+
+    def __init__(
+        self,
+        answer_column: str = "answer",
+        think_end: str | None = extract.THINK_END,
+        require_think_end: bool = True,
+        num_workers: int | None = None,
+        answer_timeout: float = 5.0,
+        batch_timeout: float = 120.0,
+        max_answer_chars: int = extract.MAX_ANSWER_CHARS,
+        max_depth: int = extract.MAX_DEPTH,
+        on_invalid_gold: str = "warn",
+        cache_size: int = 100_000,
+    ):
+        if on_invalid_gold not in ("warn", "error"):
+            raise ValueError(f"on_invalid_gold must be 'warn' or 'error', got {on_invalid_gold!r}")
+        self.answer_column = answer_column
+        self.think_end = think_end
+        self.require_think_end = require_think_end
+        self.num_workers = num_workers
+        self.answer_timeout = answer_timeout
+        self.batch_timeout = batch_timeout
+        self.max_answer_chars = max_answer_chars
+        self.max_depth = max_depth
+        self.on_invalid_gold = on_invalid_gold
+        self.cache_size = cache_size
+        self._init_state()
+
+    def _init_state(self):
+        self.stats: Counter = Counter()
+        self._pool: GradingPool | None = None
+        self._golds: dict[Any, tuple[str | None, str]] = {}  # raw gold -> (gold string or None, reason)
+        self._bad_golds: dict[str, str] = {}  # gold strings the workers could not parse -> why
+        self._cache: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
+        self._warn = _Warnings()
+
+    # TRL's async GRPO pickles reward functions into a child process: send the settings, not the processes.
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_") and k != "stats"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_state()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        """Stop the grading workers."""
+        if self._pool is not None:
+            self._pool.close()
+
+    @property
+    def pool(self) -> GradingPool | None:
+        """The grading pool (created on first use; None with `num_workers=0`)."""
+        if self._pool is None and self.num_workers != 0:
+            self._pool = GradingPool(self.num_workers, self.answer_timeout, self.batch_timeout)
+        return self._pool
+
+    # ------------------------------------------------------------------ TRL entry point
+
+    def __call__(self, prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float]:
+        if self.answer_column not in kwargs:
+            columns = sorted(k for k in kwargs if k not in _TRL_KWARGS)
+            raise MissingAnswerColumn(
+                f"MathReward reads the gold answers from the dataset column {self.answer_column!r}, which is not "
+                f"among the columns it received: {columns}. Pass MathReward(answer_column=...) with the right name."
+            )
+        grades = self.grade(completions, kwargs[self.answer_column])
+        log_metric = kwargs.get("log_metric")
+        if log_metric is not None:
+            for name, value in self.summarize(grades).items():
+                log_metric(f"math/{name}", value)
+        return [g.score for g in grades]
+
+    # ------------------------------------------------------------------ grading
+
+    def score(self, completions, answers) -> list[float]:
+        """1.0 or 0.0 per completion."""
+        return [g.score for g in self.grade(completions, answers)]
+
+    def grade(self, completions, answers) -> list[Grade]:
+        """A `Grade` per completion. Completions are strings or TRL conversations; answers are raw golds."""
+        completions, answers = list(completions), list(answers)
+        if len(completions) != len(answers):
+            raise ValueError(f"got {len(completions)} completions but {len(answers)} gold answers")
+        out: list[Grade | None] = [None] * len(completions)
+        jobs: dict[tuple[str, str], list[int]] = {}
+        for i, (completion, raw_gold) in enumerate(zip(completions, answers, strict=True)):
+            gold, why = self._gold(raw_gold)
+            if gold is None:
+                out[i] = Grade(0.0, INVALID_GOLD, None)
+                self._invalid_gold(raw_gold, why)
+                continue
+            text = extract.completion_text(completion, self.think_end or "")
+            answer, why = extract.extract_answer(
+                text, self.think_end, self.require_think_end, self.max_answer_chars, self.max_depth
+            )
+            if answer is None:
+                out[i] = Grade(0.0, why, None)
+                continue
+            key = (gold, answer)
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                out[i] = Grade(hit[0], hit[1], answer)
+            else:
+                jobs.setdefault(key, []).append(i)
+        if jobs:
+            keys = list(jobs)
+            for key, (score, status, detail) in zip(keys, self._run("grade", keys), strict=True):
+                self._remember(key, score, status, detail)
+                for i in jobs[key]:
+                    out[i] = Grade(float(score), status, key[1])
+        self.stats.update(g.status for g in out)
+        return out
+
+    @staticmethod
+    def summarize(grades: list[Grade]) -> dict[str, float]:
+        """Fraction of completions per metric group (graded, unparseable, timed_out, errors, invalid_gold)."""
+        counts = Counter(category(g.status) for g in grades)
+        n = max(1, len(grades))
+        return {name: counts[name] / n for name in CATEGORIES}
+
+    def _run(self, kind: str, items: list[tuple[str, str]]) -> list[tuple[float, str, str]]:
+        if self.pool is not None:
+            return self.pool.run(kind, items)
+        from dler.rewards import grading
+
+        timeout = grading.inner_timeout(self.answer_timeout / 2)
+        fn = grading.grade if kind == "grade" else (lambda gold, _, t: grading.check_gold(gold, t))
+        results = []
+        for a, b in items:
+            try:
+                results.append(fn(a, b, timeout))
+            except Exception as exc:  # grading functions report errors themselves; this is a last resort
+                results.append((0.0, ERROR, f"{type(exc).__name__}"))
+        return results
+
+    def _remember(self, key, score, status, detail) -> None:
+        if status in _CACHEABLE:
+            self._cache[key] = (float(score), status)
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        elif status == INVALID_GOLD:
+            self._bad_golds[key[0]] = detail or "unparseable"
+            self._invalid_gold(key[0], detail)
+        else:
+            kind = category(status)
+            self._warn(
+                status,
+                f"{kind.replace('_', ' ')}: answer {key[1][:80]!r} against gold {key[0][:40]!r} scored 0 "
+                f"({status}{': ' + detail if detail else ''})",
+            )
+
+    def _invalid_gold(self, raw, why) -> None:
+        message = (
+            f"gold answer {str(raw)[:80]!r} in column {self.answer_column!r} cannot be parsed ({why}); every rollout "
+            "of its prompt scores 0. Run dler.rewards.prepare_gold_answers on the dataset to find and drop such rows."
+        )
+        if self.on_invalid_gold == "error":
+            raise ValueError(message)
+        self._warn(INVALID_GOLD, message)
+
+    def _gold(self, raw) -> tuple[str | None, str]:
+        """(gold string, "ok") or (None, why), normalised once per distinct raw value."""
+        raw_key = (type(raw), raw)  # typed: True == 1 == 1.0 as dict keys
+        try:
+            hit = self._golds.get(raw_key)
+        except TypeError:  # unhashable (a list)
+            raw_key = (type(raw), repr(raw))
+            hit = self._golds.get(raw_key)
+        if hit is None:
+            hit = extract.normalize_gold(raw, self.max_answer_chars, self.max_depth)
+            self._golds[raw_key] = hit
+        if hit[0] is not None and hit[0] in self._bad_golds:
+            return None, self._bad_golds[hit[0]]
+        return hit
+
+    def check_golds(self, golds: list[str]) -> list[tuple[bool, str]]:
+        """Parse normalised gold strings once (in the workers); plain numbers are valid without sympy."""
+        out: list[tuple[bool, str] | None] = [None] * len(golds)
+        todo: dict[str, list[int]] = {}
+        for i, g in enumerate(golds):
+            if extract.is_plain_number(g):
+                out[i] = (True, "ok")
+            else:
+                todo.setdefault(g, []).append(i)
+        if todo:
+            keys = list(todo)
+            for g, (_, status, detail) in zip(keys, self._run("gold", [(g, "") for g in keys]), strict=True):
+                ok = status == CORRECT
+                if not ok:
+                    self._bad_golds[g] = detail or status
+                for i in todo[g]:
+                    out[i] = (ok, "ok" if ok else (detail or status))
+        return out
+
+
+# --------------------------------------------------------------------------------------------- functional API
+
+_SHARED: dict[tuple, MathReward] = {}
+
+
+def math_correctness(completions, answers, **options) -> list[float]:
+    """1.0 or 0.0 per completion: is the last `\\boxed{}` after `</think>` equal to the gold answer?
+
+    `options` are `MathReward`'s arguments (think_end, require_think_end, num_workers, answer_timeout, ...).
+    One grader (and its worker pool) is kept per set of options and reused across calls.
+    """
+    key = tuple(sorted(options.items()))
+    reward = _SHARED.get(key)
+    if reward is None:
+        reward = _SHARED.setdefault(key, MathReward(**options))
+    return reward.score(completions, answers)
+
+
+# --------------------------------------------------------------------------------------------- gold answers
+
+
+@dataclass
+class GoldReport:
+    """What `prepare_gold_answers` found: how many golds cannot be parsed, with examples (row, value, why)."""
+
+    column: str
+    total: int
+    invalid: int = 0
+    examples: list[tuple[int, Any, str]] = field(default_factory=list)
+
+    def __str__(self):
+        shown = "; ".join(f"row {i}: {v!r} ({why})" for i, v, why in self.examples)
+        return f"{self.invalid} of {self.total} gold answers in column {self.column!r} cannot be parsed" + (
+            f", e.g. {shown}" if shown else ""
+        )
+
+
+def prepare_gold_answers(
+    data,
+    answer_column: str = "answer",
+    on_invalid: str = "error",
+    reward: MathReward | None = None,
+    max_examples: int = 10,
+):
+    """Parse every gold answer once, when the dataset is loaded, and report the ones that cannot be graded.
+
+    Args:
+        data: a `datasets.Dataset`, a list of dict rows, or a plain list of gold answers.
+        on_invalid: "error" raises a ValueError naming the column, rows and values; "skip" drops those rows and
+            logs how many.
+        reward: the `MathReward` that will grade (its workers do the parsing and keep the golds cached);
+            a temporary one is used and closed otherwise.
+
+    Returns:
+        (data without the invalid rows, GoldReport).
+    """
+    if on_invalid not in ("error", "skip"):
+        raise ValueError(f"on_invalid must be 'error' or 'skip', got {on_invalid!r}")
+    values = _gold_column(data, answer_column)
+    owned = reward is None
+    reward = reward or MathReward(answer_column=answer_column)
+    try:
+        normalised = [reward._gold(v) for v in values]
+        strings = sorted({g for g, _ in normalised if g is not None})
+        verdicts = dict(zip(strings, reward.check_golds(strings), strict=True))
+    finally:
+        if owned:
+            reward.close()
+    report = GoldReport(answer_column, len(values))
+    keep = []
+    for i, (value, (gold, why)) in enumerate(zip(values, normalised, strict=True)):
+        if gold is not None and not verdicts[gold][0]:
+            why = verdicts[gold][1]
+        if gold is None or not verdicts[gold][0]:
+            report.invalid += 1
+            if len(report.examples) < max_examples:
+                report.examples.append((i, value, why))
+        else:
+            keep.append(i)
+    if report.invalid and on_invalid == "error":
+        raise ValueError(
+            f"{report}. Fix these answers, or call prepare_gold_answers(..., on_invalid='skip') to drop the rows."
+        )
+    if report.invalid:
+        logger.warning("%s: skipping these rows.", report)
+        data = _select(data, keep)
+    return data, report
+
+
+def _gold_column(data, column: str) -> list:
+    if hasattr(data, "column_names"):  # datasets.Dataset
+        if column not in data.column_names:
+            raise MissingAnswerColumn(f"the dataset has no column {column!r}; its columns are {data.column_names}")
+        return list(data[column])
+    rows = list(data)
+    if rows and isinstance(rows[0], dict):
+        for i, row in enumerate(rows):
+            if column not in row:
+                raise MissingAnswerColumn(f"row {i} has no column {column!r}; its keys are {sorted(row)}")
+        return [row[column] for row in rows]
+    return rows
+
+
+def _select(data, keep: list[int]):
+    if hasattr(data, "select"):
+        return data.select(keep)
+    rows = list(data)
+    return [rows[i] for i in keep]

@@ -1,0 +1,54 @@
+"""Small builders shared by the trainer tests and the torchrun scripts."""
+
+from __future__ import annotations
+
+from datasets import Dataset
+
+
+def addition_dataset(n: int = 64) -> Dataset:
+    """Conversational prompts "a + b" with their answers; `a` lets reward functions depend on the prompt."""
+    rows = [
+        {"prompt": [{"role": "user", "content": f"{a} + {b}"}], "answer": str(a + b), "a": a}
+        for a in range(8)
+        for b in range(n // 8)
+    ]
+    return Dataset.from_list(rows)
+
+
+def always_correct(completions, **kwargs):
+    return [1.0] * len(completions)
+
+
+def even_length(completions, completion_ids, **kwargs):
+    """ "Correct" when the response has an even number of tokens: random, mixed groups."""
+    return [float(len(ids) % 2 == 0) for ids in completion_ids]
+
+
+def even_length_if_a_large(completions, completion_ids, a, **kwargs):
+    """Prompts with a < 4 are never solved (all-zero groups); the others are mixed."""
+    return [float(x >= 4 and len(ids) % 2 == 0) for x, ids in zip(a, completion_ids, strict=True)]
+
+
+def tiny_config(output_dir, **overrides):
+    from dler import DLERConfig
+
+    settings = dict(
+        output_dir=str(output_dir),
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=8,
+        num_generations=4,
+        updates_per_generation=2,
+        max_completion_length=16,
+        truncation_length=8,
+        max_steps=2,
+        logging_steps=1,
+        learning_rate=1e-3,
+        report_to=[],
+        save_strategy="no",
+        gradient_checkpointing=False,
+        seed=0,
+        data_seed=0,
+    )
+    settings.update(overrides)
+    return DLERConfig(**settings)

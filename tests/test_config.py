@@ -1,0 +1,100 @@
+"""DLERConfig: the paper's defaults, derived batch layout, and invalid combinations failing at construction."""
+
+import pytest
+import yaml
+from trl import TrlParser
+
+from dler import DLERConfig
+
+BASE = dict(output_dir="unused", use_cpu=True, bf16=False, report_to=[])
+
+
+def config(**kw):
+    return DLERConfig(**{**BASE, **kw})
+
+
+def test_defaults_are_the_paper():
+    c = config(per_device_train_batch_size=16)
+    assert (c.epsilon, c.epsilon_high, c.loss_type, c.beta) == (0.2, 0.28, "dapo", 0.0005)
+    assert (c.num_generations, c.learning_rate, c.temperature, c.top_p) == (16, 1e-6, 1.0, 1.0)
+    assert (c.truncation_length, c.max_completion_length, c.truncated_reward_scale) == (4000, 4000, 0.0)
+    assert (c.advantage_normalization, c.advantage_weighting, c.correct_advantage_boost) == ("batch", "token", 0.0)
+    assert (c.dynamic_sampling, c.dynamic_sampling_metric, c.max_sampling_rounds) == (True, "reward", 0)
+    assert (c.lr_scheduler_type, c.weight_decay, c.max_grad_norm) == ("constant", 0.01, 1.0)
+    assert not c.mask_truncated_completions
+    # one generation batch feeds 8 optimizer updates, as 512 prompts / mini-batches of 64
+    assert c.steps_per_generation == 8 * c.gradient_accumulation_steps
+    assert c.generation_batch_size == 16 * 8
+
+
+def test_explicit_generation_layout_wins():
+    assert config(per_device_train_batch_size=16, steps_per_generation=2).steps_per_generation == 2
+    assert config(per_device_train_batch_size=16, generation_batch_size=64).steps_per_generation == 4
+
+
+def test_length_budgets_normalised():
+    c = config(per_device_train_batch_size=16, length_budgets=["0.5:2000", "0.9:1000"])
+    assert c.budget_bands == [(0.9, 1000), (0.5, 2000)]
+    assert c.length_budgets == ["0.9:1000", "0.5:2000"]
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (dict(epsilon_high=0.1), "epsilon_high"),
+        (dict(truncation_length=5000), "truncation_length"),
+        (dict(truncation_length=0), "truncation_length"),
+        (dict(length_budgets=["0.5:5000"]), "length_budgets"),
+        (dict(length_budgets=["half:2000"]), "length_budgets"),
+        (dict(mask_truncated_completions=True), "mask_truncated_completions"),
+        (dict(advantage_normalization="batchwise"), "advantage_normalization"),
+        (dict(advantage_weighting="tokens"), "advantage_weighting"),
+        (dict(dynamic_sampling_metric="accuracy"), "dynamic_sampling_metric"),
+        (dict(dynamic_sampling_exhausted="skip"), "dynamic_sampling_exhausted"),
+        (dict(truncated_reward_scale=2.0), "truncated_reward_scale"),
+        (dict(max_sampling_rounds=-1), "max_sampling_rounds"),
+        (dict(updates_per_generation=0), "updates_per_generation"),
+    ],
+)
+def test_invalid_combinations_name_the_field(overrides, field):
+    settings = {"per_device_train_batch_size": 16, **overrides}
+    with pytest.raises(ValueError, match=field):
+        config(**settings)
+
+
+def test_group_split_across_ranks_is_refused(monkeypatch):
+    # two ranks x 2 samples: the global batch (4) holds a group of 4, but each rank would hold half of it
+    monkeypatch.setattr(DLERConfig, "world_size", property(lambda self: 2))
+    with pytest.raises(ValueError, match="split across ranks"):
+        config(per_device_train_batch_size=2, num_generations=4, steps_per_generation=1)
+
+
+def test_single_update_per_generation_warns_that_clip_higher_is_idle():
+    with pytest.warns(UserWarning, match="clip-higher"):
+        config(per_device_train_batch_size=16, updates_per_generation=1)
+
+
+def test_cli_and_yaml_through_trl_parser(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"truncation_length": 3000, "length_budgets": ["0.5:1500"], "use_cpu": True}))
+    parser = TrlParser((DLERConfig,))
+    (c,) = parser.parse_args_and_config(
+        [
+            "--config",
+            str(path),
+            "--output_dir",
+            str(tmp_path),
+            "--bf16",
+            "false",
+            "--per_device_train_batch_size",
+            "16",
+            "--truncated_reward_scale",
+            "0.1",
+            "--advantage_weighting",
+            "sequence",
+        ]
+    )
+    assert (c.truncation_length, c.budget_bands, c.truncated_reward_scale) == (3000, [(0.5, 1500)], 0.1)
+    assert c.advantage_weighting == "sequence"
+    with pytest.raises(SystemExit):  # argparse rejects a value outside the documented choices
+        parser.parse_args_and_config(["--output_dir", "x", "--advantage_weighting", "tokens"])

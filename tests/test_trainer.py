@@ -1,0 +1,246 @@
+"""DLERTrainer end to end on the tiny offline model: each mechanism, and what happens when it is off."""
+
+import json
+
+import pytest
+import torch
+from helpers import addition_dataset, always_correct, even_length, even_length_if_a_large, tiny_config
+
+from dler import DLERTrainer
+from dler.advantages import compute_advantages
+from dler.penalties import LengthPenalty
+from dler.trainer import DynamicSamplingExhausted
+
+pytestmark = pytest.mark.slow
+G = 4
+
+
+def make_trainer(tmp_path, model_dir, reward, penalty=None, **overrides):
+    return DLERTrainer(
+        model=model_dir,
+        reward_funcs=reward,
+        args=tiny_config(tmp_path, **overrides),
+        train_dataset=addition_dataset(),
+        penalty=penalty,
+    )
+
+
+def batch(trainer, a_values):
+    """One generation batch (4 prompts x 4 rollouts) whose prompts have the given `a` values."""
+    dataset = trainer.train_dataset
+    rows = [next(dict(r) for r in dataset if r["a"] == a) for a in a_values]
+    return [dict(r) for r in rows for _ in range(G)]
+
+
+def generate(trainer, a_values=(4, 5, 6, 7)):
+    trainer.model.train()
+    return trainer._generate_and_score_completions(batch(trainer, a_values))
+
+
+def lengths_and_finished(trainer, out):
+    lengths = out["completion_mask"].sum(dim=1)
+    last = out["completion_ids"].gather(1, (lengths - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
+    finished = torch.isin(last, torch.tensor(trainer.eos_token_ids))
+    return lengths, finished
+
+
+@pytest.mark.parametrize("normalization, weighting", [("batch", "token"), ("batch", "sequence"), ("group", "token")])
+def test_truncation_shaping_and_advantages(tmp_path, tiny_model_dir, normalization, weighting):
+    trainer = make_trainer(
+        tmp_path,
+        tiny_model_dir,
+        always_correct,
+        truncation_length=4,
+        dynamic_sampling=False,
+        advantage_normalization=normalization,
+        advantage_weighting=weighting,
+    )
+    out = generate(trainer)
+    lengths, finished = lengths_and_finished(trainer, out)
+    shaped = ((lengths <= 4) & finished).float()  # every answer is correct; only the budget decides
+    assert 0 < shaped.sum() < len(shaped), "the tiny model should produce both short and long answers"
+    expected = compute_advantages(shaped, G, normalization, lengths=lengths, weighting=weighting)
+    assert out["advantages"].tolist() == pytest.approx(expected.tolist(), abs=1e-5)
+    # without shaping every group would be constant and every advantage 0
+    assert out["advantages"][shaped == 1].min() > out["advantages"][shaped == 0].max()
+    metrics = trainer._metrics["train"]
+    assert metrics["dler/over_budget_frac"][-1] == pytest.approx(1 - shaped.mean().item())
+    assert metrics["dler/correctness"][-1] == 1.0
+    if normalization == "batch" and weighting == "token":  # whitened over the batch, one weight per token
+        w = lengths.double()
+        mean = (out["advantages"] * w).sum() / w.sum()
+        assert mean.item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_dynamic_sampling_refills_with_groups_that_have_signal(tmp_path, tiny_model_dir):
+    trainer = make_trainer(tmp_path, tiny_model_dir, even_length_if_a_large, truncation_length=16)
+    out = generate(trainer, a_values=(0, 1, 2, 3))  # never solved: the first round keeps nothing
+    assert out["advantages"].shape == (16,) and out["completion_ids"].shape[0] == 16
+    groups = out["advantages"].view(-1, G)
+    assert (groups.max(dim=1).values - groups.min(dim=1).values > 1e-6).all(), "a kept group has no signal"
+    metrics = trainer._metrics["train"]
+    assert metrics["dynamic_sampling/rounds"][-1] >= 2
+    assert metrics["dynamic_sampling/groups_all_zero"][-1] >= 4
+    assert metrics["dynamic_sampling/prompts_generated_per_kept"][-1] >= 2
+    assert out["num_items_in_batch"].item() == out["completion_mask"].sum().item()
+    assert trainer._prompt_stream.state_dict()["position"] > 0
+
+
+def test_without_dynamic_sampling_groups_without_signal_stay(tmp_path, tiny_model_dir):
+    trainer = make_trainer(
+        tmp_path, tiny_model_dir, even_length_if_a_large, truncation_length=16, dynamic_sampling=False
+    )
+    out = generate(trainer, a_values=(0, 1, 2, 3))
+    assert torch.equal(out["advantages"], torch.zeros(16))
+    assert trainer._metrics["train"]["dynamic_sampling/rounds"][-1] == 1
+
+
+def test_correctness_metric_drops_all_correct_groups_that_shaping_made_mixed(tmp_path, tiny_model_dir):
+    kw = dict(truncation_length=4, max_sampling_rounds=1, dynamic_sampling_exhausted="partial")
+    by_reward = make_trainer(tmp_path, tiny_model_dir, always_correct, dynamic_sampling_metric="reward", **kw)
+    assert by_reward._metrics["train"] is not None
+    generate(by_reward)
+    assert by_reward._metrics["train"]["dynamic_sampling/groups_kept"][-1] > 0
+    by_correctness = make_trainer(
+        tmp_path, tiny_model_dir, always_correct, dynamic_sampling_metric="correctness", **kw
+    )
+    with pytest.raises(DynamicSamplingExhausted, match="0 of the 4 groups.*0 groups scored all zero, 4 all positive"):
+        generate(by_correctness)
+
+
+def test_exhausted_rounds_raise_with_counts(tmp_path, tiny_model_dir):
+    trainer = make_trainer(tmp_path, tiny_model_dir, even_length_if_a_large, max_sampling_rounds=2)
+    trainer.train_dataset = trainer.train_dataset.filter(lambda r: r["a"] < 4)  # nothing can ever be solved
+    with pytest.raises(DynamicSamplingExhausted, match=r"0 of the 4 groups.*2 rounds.*8 groups scored all zero"):
+        generate(trainer, a_values=(0, 1, 2, 3))
+
+
+def test_partial_batch_when_asked(tmp_path, tiny_model_dir):
+    trainer = make_trainer(
+        tmp_path,
+        tiny_model_dir,
+        even_length_if_a_large,
+        truncation_length=16,
+        max_sampling_rounds=1,
+        dynamic_sampling_exhausted="partial",
+    )
+    out = generate(trainer, a_values=(4, 5, 0, 1))  # two prompts can never be solved
+    kept = int(trainer._metrics["train"]["dynamic_sampling/groups_kept"][-1])
+    assert 0 < kept <= 2
+    assert out["advantages"].shape == (kept * G,)
+    assert trainer._metrics["train"]["dynamic_sampling/partial_batch"][-1] == 1.0
+
+
+def test_difficulty_aware_budgets(tmp_path, tiny_model_dir):
+    def solved_if_a_large(completions, a, **kwargs):
+        return [float(x >= 4) for x in a]
+
+    trainer = make_trainer(
+        tmp_path,
+        tiny_model_dir,
+        solved_if_a_large,
+        truncation_length=16,
+        length_budgets=["0.5:4"],
+        dynamic_sampling=False,
+    )
+    out = generate(trainer, a_values=(4, 5, 0, 1))
+    budgets = torch.tensor(list(trainer._logs["extra"]["budget"])[-16:])
+    assert budgets.tolist() == [4.0] * 8 + [16.0] * 8  # accuracy 1 -> 4 tokens, accuracy 0 -> the default
+    metrics = trainer._metrics["train"]
+    assert (metrics["dler/budget_mean"][-1], metrics["dler/budget_min"][-1]) == (10.0, 4.0)
+    lengths, finished = lengths_and_finished(trainer, out)
+    shaped = torch.tensor(list(trainer._logs["extra"]["shaped_reward"])[-16:])
+    expected = torch.cat([((lengths[:8] <= 4) & finished[:8]).float(), torch.zeros(8)])
+    assert torch.equal(shaped, expected)
+
+
+def test_clip_higher_sees_ratios_away_from_one(tmp_path, tiny_model_dir):
+    on_policy = make_trainer(tmp_path, tiny_model_dir, even_length, dynamic_sampling=False, updates_per_generation=1)
+    assert "old_per_token_logps" not in generate(on_policy)  # ratio == 1: clipping can never act
+    trainer = make_trainer(tmp_path, tiny_model_dir, even_length, dynamic_sampling=False, learning_rate=3e-2)
+    assert trainer.epsilon_low == 0.2 and trainer.epsilon_high == 0.28
+    trainer.train()
+    second_update = trainer.state.log_history[1]
+    assert second_update["clip_ratio/high_mean"] > 0
+
+
+def test_custom_penalty_plugin(tmp_path, tiny_model_dir):
+    class ShorterIsBetter(LengthPenalty):
+        name = "shorter"
+
+        def __call__(self, group):
+            return group.correctness - 0.1 * group.lengths.float()
+
+    trainer = make_trainer(tmp_path, tiny_model_dir, always_correct, penalty=ShorterIsBetter(), dynamic_sampling=False)
+    out = generate(trainer)
+    lengths, _ = lengths_and_finished(trainer, out)
+    assert trainer._metrics["train"]["dler/shaped_reward"][-1] == pytest.approx(
+        1 - 0.1 * lengths.float().mean().item()
+    )
+
+    class Broken(LengthPenalty):
+        name = "broken"
+
+        def __call__(self, group):
+            return torch.tensor([float("nan")])
+
+    trainer = make_trainer(tmp_path, tiny_model_dir, always_correct, penalty=Broken(), dynamic_sampling=False)
+    with pytest.raises(ValueError, match="Broken returned"):
+        generate(trainer)
+
+
+def test_checkpoints_carry_dler_state_and_resume_continues_it(tmp_path, tiny_model_dir):
+    kw = dict(truncation_length=16, max_steps=4, save_strategy="steps", save_steps=2)
+    first = make_trainer(tmp_path / "a", tiny_model_dir, even_length_if_a_large, **kw)
+    first.train()
+    saved = json.loads((tmp_path / "a" / "checkpoint-2" / "dler_state.json").read_text())
+    final = json.loads((tmp_path / "a" / "checkpoint-4" / "dler_state.json").read_text())
+    assert saved["prompt_stream"]["position"] > 0 and saved["prompts_generated"] > saved["prompts_trained"]
+
+    resumed = make_trainer(tmp_path / "b", tiny_model_dir, even_length_if_a_large, **kw)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-2"))
+    assert resumed.dler_state_dict() == final  # the same extra prompts were drawn after the resume
+
+
+def test_lora_through_peft(tmp_path, tiny_model_dir):
+    from peft import LoraConfig
+
+    trainer = DLERTrainer(
+        model=tiny_model_dir,
+        reward_funcs=even_length,
+        args=tiny_config(tmp_path, dynamic_sampling=False, max_steps=1),
+        train_dataset=addition_dataset(),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
+    before = {n: p.clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    assert before and any(not torch.equal(before[n], after[n]) for n in before)
+
+
+def test_evaluation_logs_dler_metrics(tmp_path, tiny_model_dir):
+    trainer = DLERTrainer(
+        model=tiny_model_dir,
+        reward_funcs=even_length,
+        args=tiny_config(tmp_path, per_device_eval_batch_size=8, eval_strategy="steps", eval_steps=1, max_steps=1),
+        train_dataset=addition_dataset(),
+        eval_dataset=addition_dataset(16),
+    )
+    metrics = trainer.evaluate()
+    assert 0 <= metrics["eval_dler/correctness"] <= 1 and "eval_dler/over_budget_frac" in metrics
+
+
+def test_rejects_plain_grpo_config_and_streaming_data(tmp_path, tiny_model_dir):
+    from trl import GRPOConfig
+
+    with pytest.raises(TypeError, match="DLERConfig"):
+        DLERTrainer(
+            model=tiny_model_dir, reward_funcs=even_length, args=GRPOConfig(str(tmp_path), use_cpu=True, bf16=False)
+        )
+    with pytest.raises(ValueError, match="IterableDataset"):
+        DLERTrainer(
+            model=tiny_model_dir,
+            reward_funcs=even_length,
+            args=tiny_config(tmp_path),
+            train_dataset=addition_dataset().to_iterable_dataset(),
+        )
