@@ -4,8 +4,9 @@ Builds N synthetic responses offline (prompts x 16 rollouts; long thinking with 
 summary and a final boxed answer; correct answers in equivalent forms, wrong answers, corrections, truncated
 responses, and a few adversarial ones), then grades them in one run:
 
-  (a) baseline: `verify(parse(gold), parse(response))` on the full response, sequentially, main process
-      (math-verify defaults: 5 s timeouts). This is what a naive reward function does.
+  (a) baseline: `verify(parse(f"${gold}$"), parse(response))` on the full response, sequentially, in the main
+      process, math-verify defaults (5 s timeouts). What a naive reward function does (the gold gets `$...$`:
+      without delimiters math-verify reads `3\sqrt{5}` as 3).
   (b) dler: `MathReward` with its worker pool, in batches of --batch (as GRPO calls it): the last box after
       `</think>` is extracted in the main process, duplicates are graded once, workers run math-verify.
   (c) (--inprocess) the same MathReward pipeline with num_workers=0, to separate the gain of the pool.
@@ -126,7 +127,9 @@ def build(n: int, seed: int = 0, group: int = 16):
                 continue
             else:  # no box
                 tail = f"The answer is {rng.choice(good)}."
-            rows.append((gold, f"<think>\n{think}\n</think>\n\nLet me summarise. {_thinking(rng, 60)}\n\n{tail}", False))
+            rows.append(
+                (gold, f"<think>\n{think}\n</think>\n\nLet me summarise. {_thinking(rng, 60)}\n\n{tail}", False)
+            )
         if n_adv < len(ADVERSARIAL) and len(rows) > (n_adv + 1) * n // (len(ADVERSARIAL) + 1):
             think = _thinking(rng, 800)
             rows[-1] = (gold, f"<think>\n{think}\n</think>\n\n\\boxed{{{ADVERSARIAL[n_adv]}}}", True)
@@ -139,8 +142,8 @@ def main():
     parser.add_argument("--n", type=int, default=4096, help="responses to grade")
     parser.add_argument("--workers", type=int, default=None, help="grading processes (default min(4, CPUs))")
     parser.add_argument("--batch", type=int, default=512, help="responses per reward call")
-    parser.add_argument("--answer-timeout", type=float, default=5.0)
-    parser.add_argument("--batch-timeout", type=float, default=60.0)
+    parser.add_argument("--answer-timeout", type=float, default=5.0, help="MathReward's default")
+    parser.add_argument("--batch-timeout", type=float, default=120.0, help="MathReward's default")
     parser.add_argument("--inprocess", action="store_true", help="also time the pipeline with num_workers=0")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -156,14 +159,15 @@ def main():
     golds = [g for g, _, _ in rows]
     texts = [t for _, t, _ in rows]
     chars = sorted(len(t) for t in texts)
-    print(f"{len(rows)} responses, {sum(a for *_, a in rows)} adversarial; length median {chars[len(chars) // 2]} "
-          f"chars, max {chars[-1]} chars (~{chars[-1] // 4} tokens)")
+    print(
+        f"{len(rows)} responses, {sum(a for *_, a in rows)} adversarial; length median {chars[len(chars) // 2]} "
+        f"chars, max {chars[-1]} chars (~{chars[-1] // 4} tokens)"
+    )
 
     # (b) dler pool, warmed up first: in training the pool starts once and lives for the whole run
     reward = MathReward(num_workers=args.workers, answer_timeout=args.answer_timeout, batch_timeout=args.batch_timeout)
     t0 = time.perf_counter()
-    reward.pool.start()
-    reward(completions=["<think></think>\\boxed{1}"] * reward.pool.num_workers, answer=["1"] * reward.pool.num_workers)
+    reward.pool.start(wait_ready=True)
     startup = time.perf_counter() - t0
     batch_times, scores = [], []
     t0 = time.perf_counter()
@@ -182,7 +186,7 @@ def main():
     t0 = time.perf_counter()
     for gold, text, adversarial in rows:
         ta = time.perf_counter()
-        base_scores.append(float(verify(parse(str(gold)), parse(text))))
+        base_scores.append(float(verify(parse(f"${gold}$"), parse(text))))
         if adversarial:
             base_adv += time.perf_counter() - ta
     base_time = time.perf_counter() - t0
@@ -198,24 +202,34 @@ def main():
     n = len(rows)
     workers = pool_stats["started"] - pool_stats["killed"] - pool_stats["died"]
     print()
-    print("(a) baseline  verify(parse(gold), parse(full response)), sequential, main process, math-verify defaults")
+    print(
+        '(a) baseline: verify(parse(f"${gold}$"), parse(full response)), sequential, main process, math-verify defaults'
+    )
     print(f"    {base_time:8.2f} s  {n / base_time:8.1f} responses/s  (of which adversarial: {base_adv:.2f} s)")
     if inproc_time is not None:
         print("(c) dler in-process: last box after </think>, dedup + cache, math-verify in this process")
         print(f"    {inproc_time:8.2f} s  {n / inproc_time:8.1f} responses/s")
     print(f"(b) dler pool: {workers} worker processes, batches of {args.batch}, extraction in the main process")
-    print(f"    {pool_time:8.2f} s  {n / pool_time:8.1f} responses/s  (pool start-up {startup:.2f} s, once per run,"
-          " not included)")
+    print(
+        f"    {pool_time:8.2f} s  {n / pool_time:8.1f} responses/s  (pool start-up {startup:.2f} s, once per run,"
+        " not included)"
+    )
     print()
-    print(f"throughput ratio (a)/(b): {base_time / pool_time:.2f}x   "
-          f"without the baseline's adversarial time: {(base_time - base_adv) / pool_time:.2f}x   (target >= 1.8x)")
-    print(f"worst batch latency: {max(batch_times):.2f} s of a {args.batch_timeout:g} s batch deadline "
-          f"(median {sorted(batch_times)[len(batch_times) // 2]:.2f} s)")
+    print(
+        f"throughput ratio (a)/(b): {base_time / pool_time:.2f}x   "
+        f"without the baseline's adversarial time: {(base_time - base_adv) / pool_time:.2f}x   (target >= 1.8x)"
+    )
+    print(
+        f"worst batch latency: {max(batch_times):.2f} s of a {args.batch_timeout:g} s batch deadline "
+        f"(median {sorted(batch_times)[len(batch_times) // 2]:.2f} s)"
+    )
     print(f"pool: {pool_stats}")
     print(f"statuses: {status}")
     agree = sum(a == b for a, b in zip(scores, base_scores, strict=True))
-    print(f"accuracy dler {sum(scores) / n:.3f} vs baseline {sum(base_scores) / n:.3f}; same verdict on {agree}/{n} "
-          "(the baseline also grades unclosed thinking and merges first and last boxes)")
+    print(
+        f"accuracy dler {sum(scores) / n:.3f} vs baseline {sum(base_scores) / n:.3f}; same verdict on {agree}/{n} "
+        "(the baseline also grades unclosed thinking and merges first and last boxes)"
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ This package imports neither torch nor trl: grading workers import it with math-
 
 from dler.rewards.extract import THINK_END, completion_text, extract_answer, last_boxed, normalize_gold, precheck
 from dler.rewards.pool import GradingPool, default_num_workers
-from dler.rewards.reward import Grade, GoldReport, MathReward, math_correctness, prepare_gold_answers
+from dler.rewards.reward import GoldReport, Grade, MathReward, math_correctness, prepare_gold_answers
 
 __all__ = [
     "THINK_END",

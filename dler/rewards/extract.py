@@ -11,8 +11,10 @@ import unicodedata
 
 THINK_END = "</think>"
 MAX_ANSWER_CHARS = 1000  # a boxed answer longer than this is not an answer (matrices fit easily)
-MAX_DEPTH = 12  # nesting of {}, (), []: latex2sympy slows down by ~0.1 s per level, real answers stay under 6
+MAX_DEPTH = 10  # nesting of {}, (), []: latex2sympy slows down by ~0.15 s per level, real answers stay under 6
 MAX_EXPONENT = 100_000  # 7^{10^6} costs sympy 0.3 s, 2^{10^8} 1.3 s, 10^{10^{10}} never finishes
+MAX_POWER_DEPTH = 3  # x^{x^{x^{x}}} and deeper: no answer looks like that, and each level costs sympy more
+MAX_POWERS = 64  # more power operators than any answer has (and it keeps this check itself cheap)
 MAX_FACTORIAL = 10_000  # 10^5! costs 0.2 s, \binom{10^5}{5*10^4} 1.5 s
 
 # Why an answer is not graded. Everything except "ok" scores 0 and counts as unparseable.
@@ -28,13 +30,15 @@ HUGE_FACTORIAL = "huge_factorial"
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _BRACE_TOKEN = re.compile(r"\\.|[{}]", re.S)
 _NESTING_TOKEN = re.compile(r"\\.|[{}()\[\]]", re.S)
+_POWER_TOKEN = re.compile(r"\\.|\^|\*\*|[{}()]", re.S)
 _UNBRACED_BOX_ARG = re.compile(r"[ \t]*([^\s${}]+)")
 _DOLLAR = re.compile(r"\\?\$")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _PLAIN_NUMBER = re.compile(r"\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)\s*")
 _BINOM = re.compile(r"\\[dt]?binom\s*\{")
 # an exponent without braces: a number, possibly continued by more powers (`9**9**9`, `2^3^4`)
-_BARE_EXPONENT = re.compile(r"-?\d+(?:\.\d+)?(?:\s*(?:\^|\*\*)\s*(?:-?\d+(?:\.\d+)?|\{[^{}]*\}))*")
+_BARE_EXPONENT = re.compile(r"-?\d+(?:\.\d+)?(?:\s*(?:\^|\*\*)\s*(?:-?\d+(?:\.\d+)?|\{[^{}]*\})){0,8}")
+_POWER_OPERATOR = re.compile(r"\^|\*\*")
 _FACTORIAL_ARG = re.compile(r"(\d+)\s*!")
 
 # Unicode that models emit for maths, mapped to the LaTeX latex2sympy understands. Control and format characters
@@ -168,6 +172,27 @@ def nesting_depth(s: str) -> int:
     return best
 
 
+def power_depth(s: str) -> int:
+    """How many exponents are nested in each other: `x^2` is 1, `e^{x^2}` 2, `5^{5^{5^5}}` 3."""
+    stack: list[bool] = []  # for each open bracket: is it an exponent?
+    depth = best = 0
+    caret_end = -1  # end of the last ^ or **
+    for tok in _POWER_TOKEN.finditer(s):
+        t = tok.group()
+        if t in ("^", "**"):
+            best = max(best, depth + 1)
+            caret_end = tok.end()
+            continue
+        if t in "{(":
+            is_exp = caret_end >= 0 and not s[caret_end : tok.start()].strip()
+            stack.append(is_exp)
+            depth += is_exp
+        elif t in "})" and stack:
+            depth -= stack.pop()
+        caret_end = -1
+    return best
+
+
 def _group_end(s: str, i: int) -> int:
     """Index of the bracket closing the one at `s[i]`, or -1."""
     open_ch = s[i]
@@ -202,7 +227,7 @@ def numeric_log10(s: str, _depth: int = 0) -> float | None:
     Works in log space, so towers far beyond float range come out as inf instead of being computed.
     """
     s = _strip_group(s)
-    if not s or _depth > 50:
+    if not s or _depth > 20:
         return None
     if s[0] in "+-":
         return numeric_log10(s[1:], _depth + 1)
@@ -281,8 +306,11 @@ def precheck(s: str, max_chars: int = MAX_ANSWER_CHARS, max_depth: int = MAX_DEP
     if nesting_depth(s) > max_depth:
         return TOO_DEEP
     if "^" in s or "**" in s:
-        for m in re.finditer(r"\^|\*\*", s):
-            log_exp = numeric_log10(_exponent_arg(s, m.end()))
+        powers = [m.end() for m in _POWER_OPERATOR.finditer(s)]
+        if len(powers) > MAX_POWERS or power_depth(s) > MAX_POWER_DEPTH:
+            return HUGE_POWER
+        for end in powers:
+            log_exp = numeric_log10(_exponent_arg(s, end))
             if log_exp is not None and log_exp > math.log10(MAX_EXPONENT):
                 return HUGE_POWER
     limit = math.log10(MAX_FACTORIAL)

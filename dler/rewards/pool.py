@@ -2,7 +2,8 @@
 
 Why processes: math-verify's timeouts use SIGALRM, which only works in a process's main thread, and some sympy
 work (huge integer powers) cannot be interrupted at all. So each worker is a separate process started with the
-"spawn" context (never fork: the trainer holds torch/CUDA/NCCL state) and it may be killed at any time:
+"spawn" (default) or "forkserver" context (never fork: the trainer holds torch/CUDA/NCCL state), and it may be
+killed at any time:
 
 - every answer has a deadline: a worker still busy on one answer past `answer_timeout` is SIGKILLed and replaced,
   the answer scores 0 with status "deadline";
@@ -71,8 +72,10 @@ def _run_job(kind: str, a: str, b: str, timeout: int | None) -> tuple[float, str
         return 1.0, "slept", ""
     if kind == "crash":  # diagnostics: a worker that dies like a segfault
         os.kill(os.getpid(), signal.SIGKILL)
-    if kind == "modules":  # diagnostics: which heavy modules a worker has imported
-        return 1.0, ",".join(m for m in ("torch", "trl", "transformers", "math_verify") if m in sys.modules), ""
+    if kind == "modules":  # diagnostics: heavy modules in the worker, and whether it re-ran the parent's script
+        heavy = ("torch", "trl", "transformers", "datasets", "numpy", "math_verify")
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        return 1.0, ",".join(m for m in heavy if m in sys.modules), f"__main__={main_file}"
     raise ValueError(f"unknown job kind {kind!r}")
 
 
@@ -83,14 +86,31 @@ def _watch_parent(parent_pid: int) -> None:
             os._exit(0)
 
 
-def _worker_main(conn, parent_pid: int, timeout: int | None) -> None:
+def _die_with_parent(parent_pid: int | None, pdeathsig: bool) -> None:
+    """Exit when the trainer dies, even by SIGKILL: the kernel's parent-death signal (Linux; only when the
+    spawning thread is the main thread, since it fires when that thread ends), and a thread polling getppid.
+    With forkserver the parent is the fork server, which itself exits with the trainer (parent_pid None)."""
+    if pdeathsig and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    parent = os.getppid()
+    if parent_pid is not None and parent != parent_pid:  # died before the signal was armed
+        os._exit(0)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _worker_main(conn, parent_pid: int | None, timeout: int | None, pdeathsig: bool = False) -> None:
     """Worker loop: receive (batch, kind, [(job, a, b), ...]), send (batch, job, score, status, detail) per job."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    _die_with_parent(parent_pid, pdeathsig)
     try:
         from dler.rewards import grading
 
-        grading.grade("1", "\\frac{2}{2}", timeout)  # warm up latex2sympy's parser before saying ready
+        grading.warm_up(timeout)
         conn.send(("ready", os.getpid()))
     except BaseException:
         conn.send(("fatal", traceback.format_exc()))
@@ -179,7 +199,9 @@ class GradingPool:
             raise ValueError("answer_timeout and batch_timeout must be positive")
         self.num_workers = default_num_workers() if num_workers is None else int(num_workers)
         if self.num_workers < 1:
-            raise ValueError("GradingPool needs at least one worker (use num_workers=0 on MathReward to grade in-process)")
+            raise ValueError(
+                "GradingPool needs at least one worker (use num_workers=0 on MathReward to grade in-process)"
+            )
         self.answer_timeout = float(answer_timeout)
         self.batch_timeout = float(batch_timeout)
         self.chunk_size = max(1, int(chunk_size))
@@ -211,8 +233,24 @@ class GradingPool:
         """Process ids of the live workers."""
         return [w.proc.pid for w in self._workers]
 
-    def start(self) -> None:
-        """Start the workers now instead of on first use (they import math-verify in the background)."""
+    def start(self, wait_ready: bool = False) -> None:
+        """Start the workers now instead of on first use (they import math-verify in the background).
+
+        With `wait_ready`, return once every worker has reported ready (at most `start_timeout`).
+        """
+        with self._lock:
+            self._start()
+            end = time.monotonic() + self.start_timeout
+            while wait_ready and any(not w.ready for w in self._workers) and time.monotonic() < end:
+                handles = [h for w in self._workers if not w.ready for h in (w.conn, w.proc.sentinel)]
+                wait(handles, max(0.0, end - time.monotonic()))
+                for w in list(self._workers):
+                    if not w.ready:
+                        self._drain(w, 0, [])
+                        if not w.ready and not w.proc.is_alive():
+                            self._replace(w, kill=False)
+
+    def _start(self) -> None:
         with self._lock:
             if os.getpid() != self._owner:  # inherited through a fork: these workers belong to the parent
                 self._workers, self._owner, self._finalizer = [], os.getpid(), None
@@ -235,7 +273,12 @@ class GradingPool:
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         proc = ctx.Process(
             target=_worker_main,
-            args=(child_conn, os.getpid(), self.inner_timeout),
+            args=(
+                child_conn,
+                os.getpid() if self.start_method == "spawn" else None,
+                self.inner_timeout,
+                threading.current_thread() is threading.main_thread(),
+            ),
             name="dler-math-grader",
             daemon=True,
         )
@@ -278,7 +321,7 @@ class GradingPool:
             return []
         with self._lock:
             if os.getpid() != self._owner or len(self._workers) < self.num_workers:
-                self.start()
+                self._start()
             self.stats["jobs"] += len(items)
             return self._run(kind, items)
 
@@ -294,10 +337,14 @@ class GradingPool:
             if now >= batch_deadline:
                 break
             # hand chunks to idle workers
-            for w in self._workers:
+            for w in list(self._workers):
                 if not pending:
                     break
                 if not w.ready or w.chunk:
+                    continue
+                if not w.proc.is_alive():  # died while idle (OOM killer, ...): nothing of ours was lost
+                    self.stats["died"] += 1
+                    self._replace(w, kill=False)
                     continue
                 size = max(1, min(self.chunk_size, math.ceil(len(pending) / len(self._workers))))
                 chunk = [pending.popleft() for _ in range(min(size, len(pending)))]
@@ -331,7 +378,7 @@ class GradingPool:
             for w in list(self._workers):
                 if w.chunk and now - w.t_item > self.answer_timeout:
                     left -= self._drain(w, batch, results)  # results that arrived at the last moment
-                    if w.chunk:
+                    if w.chunk and time.monotonic() - w.t_item > self.answer_timeout:
                         left -= self._fail_current(w, results, pending, DEADLINE, f"over {self.answer_timeout:g}s")
                         self.stats["killed"] += 1
                         self._replace(w, kill=True)

@@ -5,6 +5,7 @@ answers seen before (the 16 rollouts of a prompt often agree), and send only the
 """
 
 import logging
+import threading
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -73,10 +74,13 @@ class MathReward:
         max_answer_chars, max_depth: pre-check limits of `dler.rewards.extract`.
         on_invalid_gold: "warn" (score 0, counted in `math/invalid_gold`, rate-limited warning) or "error".
         cache_size: graded (gold, answer) pairs remembered across calls.
+        pool: share an existing `GradingPool` (e.g. between a train and an eval reward); `close()` then leaves
+            it running. `num_workers`, `answer_timeout` and `batch_timeout` are the pool's own in that case.
 
     TRL calls `reward(prompts=..., completions=..., completion_ids=..., **columns, log_metric=...)`; the metrics
     `math/graded`, `math/unparseable`, `math/timed_out`, `math/errors` and `math/invalid_gold` are logged as
-    fractions of the call's completions (they sum to 1). `stats` keeps cumulative counts per status.
+    fractions of the call's completions (they sum to 1), and the graded answer and status of each completion go
+    to the completions table (`log_extra`). `stats` keeps cumulative counts per status.
     Call `close()` (or use it as a context manager) to stop the workers; interpreter exit stops them too.
     """
 
@@ -94,6 +98,7 @@ class MathReward:
         max_depth: int = extract.MAX_DEPTH,
         on_invalid_gold: str = "warn",
         cache_size: int = 100_000,
+        pool: GradingPool | None = None,
     ):
         if on_invalid_gold not in ("warn", "error"):
             raise ValueError(f"on_invalid_gold must be 'warn' or 'error', got {on_invalid_gold!r}")
@@ -107,15 +112,17 @@ class MathReward:
         self.max_depth = max_depth
         self.on_invalid_gold = on_invalid_gold
         self.cache_size = cache_size
-        self._init_state()
+        self._init_state(pool)
 
-    def _init_state(self):
+    def _init_state(self, pool=None):
         self.stats: Counter = Counter()
-        self._pool: GradingPool | None = None
+        self._pool: GradingPool | None = pool
+        self._owns_pool = pool is None
         self._golds: dict[Any, tuple[str | None, str]] = {}  # raw gold -> (gold string or None, reason)
         self._bad_golds: dict[str, str] = {}  # gold strings the workers could not parse -> why
         self._cache: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
         self._warn = _Warnings()
+        self._lock = threading.RLock()  # one call at a time: the caches are shared
 
     # TRL's async GRPO pickles reward functions into a child process: send the settings, not the processes.
     def __getstate__(self):
@@ -132,8 +139,8 @@ class MathReward:
         self.close()
 
     def close(self) -> None:
-        """Stop the grading workers."""
-        if self._pool is not None:
+        """Stop the grading workers (unless the pool was passed in: its owner closes it)."""
+        if self._pool is not None and self._owns_pool:
             self._pool.close()
 
     @property
@@ -157,6 +164,10 @@ class MathReward:
         if log_metric is not None:
             for name, value in self.summarize(grades).items():
                 log_metric(f"math/{name}", value)
+        log_extra = kwargs.get("log_extra")
+        if log_extra is not None:  # columns of TRL's completions table
+            log_extra("math_answer", [g.answer for g in grades])
+            log_extra("math_status", [g.status for g in grades])
         return [g.score for g in grades]
 
     # ------------------------------------------------------------------ grading
@@ -167,7 +178,10 @@ class MathReward:
 
     def grade(self, completions, answers) -> list[Grade]:
         """A `Grade` per completion. Completions are strings or TRL conversations; answers are raw golds."""
-        completions, answers = list(completions), list(answers)
+        with self._lock:
+            return self._grade(list(completions), list(answers))
+
+    def _grade(self, completions: list, answers: list) -> list[Grade]:
         if len(completions) != len(answers):
             raise ValueError(f"got {len(completions)} completions but {len(answers)} gold answers")
         out: list[Grade | None] = [None] * len(completions)
@@ -265,6 +279,10 @@ class MathReward:
 
     def check_golds(self, golds: list[str]) -> list[tuple[bool, str]]:
         """Parse normalised gold strings once (in the workers); plain numbers are valid without sympy."""
+        with self._lock:
+            return self._check_golds(golds)
+
+    def _check_golds(self, golds: list[str]) -> list[tuple[bool, str]]:
         out: list[tuple[bool, str] | None] = [None] * len(golds)
         todo: dict[str, list[int]] = {}
         for i, g in enumerate(golds):
@@ -272,14 +290,16 @@ class MathReward:
                 out[i] = (True, "ok")
             else:
                 todo.setdefault(g, []).append(i)
-        if todo:
-            keys = list(todo)
-            for g, (_, status, detail) in zip(keys, self._run("gold", [(g, "") for g in keys]), strict=True):
-                ok = status == CORRECT
-                if not ok:
-                    self._bad_golds[g] = detail or status
-                for i in todo[g]:
-                    out[i] = (ok, "ok" if ok else (detail or status))
+        keys = list(todo)
+        results = []
+        for i in range(0, len(keys), 512):  # slices, so that a large dataset stays within each call's deadline
+            results += self._run("gold", [(g, "") for g in keys[i : i + 512]])
+        for g, (_, status, detail) in zip(keys, results, strict=True):
+            ok = status == CORRECT
+            if not ok:
+                self._bad_golds[g] = detail or status
+            for i in todo[g]:
+                out[i] = (ok, "ok" if ok else (detail or status))
         return out
 
 
