@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 SCRIPT = Path(__file__).with_name("dist_dler.py")
 
 
-def torchrun(model_dir, mode, output_dir, timeout=600):
+def torchrun(model_dir, mode, output_dir, timeout=400):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [
         sys.executable,
@@ -26,8 +27,17 @@ def torchrun(model_dir, mode, output_dir, timeout=600):
         mode,
         str(output_dir),
     ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    # A session of its own, so that a hang kills torchrun's workers too instead of leaving them orphaned.
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"torchrun {mode} hung for {timeout}s:\n{stdout[-3000:]}\n{stderr[-6000:]}")
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-6000:]
     return [json.loads((output_dir / f"result-{r}.json").read_text()) for r in (0, 1)]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dler.rewards import GradingPool, default_num_workers
+from dler.rewards.pool import _STARVED_GRACE
 
 CHILD = Path(__file__).with_name("rewards_child.py")
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,10 +62,11 @@ def test_workers_are_light_and_spawned(pool):
 def test_stuck_answer_is_killed_and_replaced(pool):
     pids = pool.pids
     t = time.perf_counter()
-    results = pool.run("sleep", [("30", ""), ("0", ""), ("0", ""), ("0", "")])
+    results = pool.run("spin", [("30", ""), ("0", ""), ("0", ""), ("0", "")])
     elapsed = time.perf_counter() - t
-    assert results[0][:2] == (0.0, "deadline") and [r[1] for r in results[1:]] == ["slept"] * 3
-    assert elapsed < pool.answer_timeout + 1.0
+    assert results[0][:2] == (0.0, "deadline") and [r[1] for r in results[1:]] == ["done"] * 3
+    assert "CPU" in results[0][2]
+    assert elapsed < pool.answer_timeout * _STARVED_GRACE + 1.0
     assert len(set(pids) - set(pool.pids)) == 1 and pool.stats["killed"] >= 1
     assert wait_gone(set(pids) - set(pool.pids)) == []
     assert pool.run("grade", [("2", "2")])[0][1] == "correct"  # back to normal, replacement included
@@ -89,6 +91,18 @@ def test_adversarial_answers_without_prechecks_stay_within_the_deadline(pool):
     assert [st for _, st, _ in results[4:]] == ["correct", "correct", "wrong"]
     # 4 slow answers on 2 workers, each cut at ~1-1.5 s, plus respawns
     assert elapsed < 2 * 2 * pool.answer_timeout + 2.0
+
+
+def test_worker_without_cpu_is_given_time_then_killed():
+    """An answer that gets no CPU (a starved or blocked worker) is not killed at the deadline, only at 3x."""
+    with GradingPool(num_workers=1, answer_timeout=0.5, batch_timeout=20.0) as p:
+        p.start(wait_ready=True)
+        t = time.perf_counter()
+        assert p.run("sleep", [("1.0", "")])[0][:2] == (1.0, "done")  # past the deadline, but no CPU used
+        assert p.stats["killed"] == 0
+        t = time.perf_counter()
+        assert p.run("sleep", [("30", "")])[0][1] == "deadline"
+        assert 0.5 * _STARVED_GRACE - 0.1 < time.perf_counter() - t < 0.5 * _STARVED_GRACE + 1.0
 
 
 def test_crashed_worker_is_replaced_without_deadlock(pool):

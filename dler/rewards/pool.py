@@ -5,8 +5,9 @@ work (huge integer powers) cannot be interrupted at all. So each worker is a sep
 "spawn" (default) or "forkserver" context (never fork: the trainer holds torch/CUDA/NCCL state), and it may be
 killed at any time:
 
-- every answer has a deadline: a worker still busy on one answer past `answer_timeout` is SIGKILLed and replaced,
-  the answer scores 0 with status "deadline";
+- every answer has a deadline: a worker that spent `answer_timeout` seconds of CPU on one answer is SIGKILLed and
+  replaced, and the answer scores 0 with status "deadline". CPU, not wall time, so that workers merely starved by
+  an overloaded machine are not killed (the respawns would only add load); wall time is still capped at 3x;
 - every call has a deadline: whatever is unfinished after `batch_timeout` scores 0 ("batch_deadline");
 - a worker that dies (segfault, OOM kill) is detected through its process sentinel, its answer scores 0
   ("worker_died") and it is replaced: no call ever waits on a dead process.
@@ -41,6 +42,18 @@ logger = logging.getLogger(__name__)
 
 _SPAWN_LOCK = threading.Lock()
 _MAX_START_FAILURES = 3
+_STARVED_GRACE = 3.0  # a busy worker that got little CPU may run this many deadlines (wall) before the kill
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used, from /proc; None where there is no /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def default_num_workers() -> int:
@@ -65,11 +78,16 @@ def _run_job(kind: str, a: str, b: str, timeout: int | None) -> tuple[float, str
         from dler.rewards import grading
 
         return grading.check_gold(a, timeout)
-    if kind == "sleep":  # diagnostics: an answer that ignores every timeout except the kill
+    if kind == "spin":  # diagnostics: a stuck answer, burning CPU, that ignores every timeout except the kill
+        end = time.monotonic() + float(a)
+        while time.monotonic() < end:
+            pass
+        return 1.0, "done", ""
+    if kind == "sleep":  # diagnostics: an answer that takes wall time but no CPU (blocked, or starved)
         end = time.monotonic() + float(a)
         while time.monotonic() < end:
             time.sleep(0.01)
-        return 1.0, "slept", ""
+        return 1.0, "done", ""
     if kind == "crash":  # diagnostics: a worker that dies like a segfault
         os.kill(os.getpid(), signal.SIGKILL)
     if kind == "modules":  # diagnostics: heavy modules in the worker, and whether it re-ran the parent's script
@@ -111,7 +129,7 @@ def _worker_main(conn, parent_pid: int | None, timeout: int | None, pdeathsig: b
         from dler.rewards import grading
 
         grading.warm_up(timeout)
-        conn.send(("ready", os.getpid()))
+        conn.send(("ready", os.getpid(), time.process_time()))
     except BaseException:
         conn.send(("fatal", traceback.format_exc()))
         return
@@ -130,7 +148,7 @@ def _worker_main(conn, parent_pid: int | None, timeout: int | None, pdeathsig: b
                 arg = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
                 result = (0.0, ERROR, f"{type(exc).__name__}: {arg[:200]}")
             try:
-                conn.send((batch, job, *result))
+                conn.send((batch, job, *result, time.process_time()))
             except (BrokenPipeError, OSError):
                 return
 
@@ -139,7 +157,7 @@ def _worker_main(conn, parent_pid: int | None, timeout: int | None, pdeathsig: b
 
 
 class _Worker:
-    __slots__ = ("proc", "conn", "ready", "started", "chunk", "pos", "t_item", "fatal")
+    __slots__ = ("proc", "conn", "ready", "started", "chunk", "pos", "t_item", "cpu", "fatal")
 
     def __init__(self, proc, conn):
         self.proc, self.conn = proc, conn
@@ -148,6 +166,7 @@ class _Worker:
         self.chunk: list[int] = []  # job indices sent and not yet answered
         self.pos = 0  # chunk[pos] is the answer in progress
         self.t_item = 0.0  # when chunk[pos] started
+        self.cpu = 0.0  # the worker's CPU seconds when it last reported (so: when chunk[pos] started)
         self.fatal = ""
 
 
@@ -175,7 +194,8 @@ class GradingPool:
 
     Args:
         num_workers: processes of this rank (default `default_num_workers()`: min(4, CPUs / local ranks)).
-        answer_timeout: seconds one answer may take before its worker is killed and replaced.
+        answer_timeout: seconds of CPU one answer may use (wall time capped at 3x) before its worker is killed
+            and replaced. math-verify's own timeout inside the worker is set to the same number of seconds.
         batch_timeout: seconds one `run` call may take; unfinished answers then score 0.
         chunk_size: most answers sent to a worker in one message.
         start_timeout: seconds a new worker may take to import math-verify and report ready.
@@ -207,8 +227,8 @@ class GradingPool:
         self.chunk_size = max(1, int(chunk_size))
         self.start_timeout = float(start_timeout)
         self.start_method = start_method
-        # math-verify's own alarm fires first, so a slow answer usually costs no respawn
-        self.inner_timeout = max(1, int(self.answer_timeout / 2))
+        # math-verify's own alarm (wall clock, whole seconds) ends most slow answers without a respawn
+        self.inner_timeout = max(1, int(self.answer_timeout))
         self.stats = {"jobs": 0, "killed": 0, "died": 0, "started": 0, "batch_deadlines": 0}
         self._lock = threading.RLock()
         self._workers: list[_Worker] = []
@@ -358,7 +378,7 @@ class GradingPool:
             deadlines = [batch_deadline]
             for w in self._workers:
                 if w.chunk:
-                    deadlines.append(w.t_item + self.answer_timeout)
+                    deadlines.append(self._next_check(w))
                 elif not w.ready:
                     deadlines.append(w.started + self.start_timeout)
             timeout = max(0.0, min(deadlines) - time.monotonic())
@@ -378,8 +398,9 @@ class GradingPool:
             for w in list(self._workers):
                 if w.chunk and now - w.t_item > self.answer_timeout:
                     left -= self._drain(w, batch, results)  # results that arrived at the last moment
-                    if w.chunk and time.monotonic() - w.t_item > self.answer_timeout:
-                        left -= self._fail_current(w, results, pending, DEADLINE, f"over {self.answer_timeout:g}s")
+                    why = self._overdue(w) if w.chunk else ""
+                    if why:
+                        left -= self._fail_current(w, results, pending, DEADLINE, why)
                         self.stats["killed"] += 1
                         self._replace(w, kill=True)
                 elif not w.ready and now - w.started > self.start_timeout:
@@ -395,6 +416,32 @@ class GradingPool:
                     self._replace(w, kill=True)
         return results
 
+    def _overdue(self, w: _Worker) -> str:
+        """Why the answer in progress must be killed now, or "" to let it run a little longer.
+
+        The deadline counts the worker's CPU time on the answer, so that a worker merely starved by an overloaded
+        machine is not killed (a respawn would only add load); wall time is capped at `_STARVED_GRACE` times
+        the deadline whatever the CPU says.
+        """
+        wall = time.monotonic() - w.t_item
+        if wall <= self.answer_timeout:
+            return ""
+        cpu = _cpu_seconds(w.proc.pid)
+        if cpu is None:  # no /proc: wall time only
+            return f"over {self.answer_timeout:g}s"
+        used = cpu - w.cpu
+        if used >= self.answer_timeout or wall >= self.answer_timeout * _STARVED_GRACE:
+            return f"{used:.1f}s CPU in {wall:.1f}s (deadline {self.answer_timeout:g}s)"
+        return ""
+
+    def _next_check(self, w: _Worker) -> float:
+        """When to look at a busy worker's deadline again."""
+        due = w.t_item + self.answer_timeout
+        now = time.monotonic()
+        if now < due:
+            return due
+        return min(now + max(0.02, self.answer_timeout / 10), w.t_item + self.answer_timeout * _STARVED_GRACE)
+
     def _drain(self, w: _Worker, batch: int, results: list) -> int:
         """Read every message waiting from one worker; returns how many answers it resolved."""
         resolved = 0
@@ -402,12 +449,13 @@ class GradingPool:
             while w.conn.poll():
                 msg = w.conn.recv()
                 if msg[0] == "ready":
-                    w.ready = True
+                    w.ready, w.cpu = True, msg[2]
                     self._start_failures = 0
                 elif msg[0] == "fatal":
                     w.fatal = msg[1]
                 elif msg[0] == batch and w.chunk and msg[1] == w.chunk[w.pos]:
-                    results[msg[1]] = msg[2:]
+                    results[msg[1]] = msg[2:5]
+                    w.cpu = msg[5]
                     resolved += 1
                     w.pos += 1
                     w.t_item = time.monotonic()

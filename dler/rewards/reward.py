@@ -69,7 +69,8 @@ class MathReward:
             response is graded on its whole text.
         num_workers: grading processes of this rank (default min(4, CPUs / local ranks)); 0 grades in this
             process with math-verify's timeouts only (main thread) and no hard deadline.
-        answer_timeout: seconds per answer before its worker is killed (the answer scores 0).
+        answer_timeout: seconds per answer (CPU seconds of the worker, wall time capped at 3x) before its worker
+            is killed (the answer scores 0); also math-verify's own timeout inside the worker.
         batch_timeout: seconds per call; unfinished answers score 0.
         max_answer_chars, max_depth: pre-check limits of `dler.rewards.extract`.
         on_invalid_gold: "warn" (score 0, counted in `math/invalid_gold`, rate-limited warning) or "error".
@@ -227,7 +228,7 @@ class MathReward:
             return self.pool.run(kind, items)
         from dler.rewards import grading
 
-        timeout = grading.inner_timeout(self.answer_timeout / 2)
+        timeout = grading.inner_timeout(self.answer_timeout)
         fn = grading.grade if kind == "grade" else (lambda gold, _, t: grading.check_gold(gold, t))
         results = []
         for a, b in items:
