@@ -162,6 +162,7 @@ class DLERTrainer(GRPOTrainer):
             output = super()._generate_and_score_completions(inputs)
             scores, group_size = self._round, self.num_generations_eval
             advantages = self._advantages(scores.shaped, scores.correctness, scores.lengths, group_size)
+            self._relog_advantages(advantages)
             n = len(inputs)
             output["advantages"] = advantages[self.accelerator.process_index * n :][:n].to(self.accelerator.device)
             self._log_scores("eval", [scores], group_size)
@@ -232,6 +233,11 @@ class DLERTrainer(GRPOTrainer):
         final = self._final_scores(scores, final_order)
         self._metrics["train"]["dler/batch_shaped_reward"].append(final.shaped.mean().item())
         advantages = self._advantages(final.shaped, final.correctness, final.lengths, group_size)
+        last_round = torch.zeros(len(scores[-1].shaped))  # dropped groups do not train: advantage 0
+        for k, (r, g) in enumerate(final_order):
+            if r == len(scores) - 1:
+                last_round[g * group_size : (g + 1) * group_size] = advantages[k * group_size : (k + 1) * group_size]
+        self._relog_advantages(last_round)
         per_rank = len(advantages) // num_processes
         output["advantages"] = advantages[rank * per_rank : (rank + 1) * per_rank].to(self.accelerator.device)
         return output
@@ -274,6 +280,14 @@ class DLERTrainer(GRPOTrainer):
         output["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
         final_order = [selected[i] for r in range(num_processes) for i in range(len(selected)) if destinations[i] == r]
         return output, final_order
+
+    def _relog_advantages(self, values: torch.Tensor) -> None:
+        """Show DLER's advantages in TRL's completions table instead of the ones TRL computed from raw rewards."""
+        log = self._logs["advantages"]
+        n = min(len(values), len(log))
+        for _ in range(n):
+            log.pop()
+        log.extend(values[len(values) - n :].tolist())
 
     def _final_scores(self, scores: list[RoundScores], final_order: list[tuple[int, int]]) -> RoundScores:
         """The scores of the final batch's groups, in its global (rank-major) order."""

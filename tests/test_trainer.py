@@ -244,3 +244,9 @@ def test_rejects_plain_grpo_config_and_streaming_data(tmp_path, tiny_model_dir):
             args=tiny_config(tmp_path),
             train_dataset=addition_dataset().to_iterable_dataset(),
         )
+
+
+def test_completions_table_shows_dler_advantages(tmp_path, tiny_model_dir):
+    trainer = make_trainer(tmp_path, tiny_model_dir, always_correct, truncation_length=4, dynamic_sampling=False)
+    out = generate(trainer)
+    assert list(trainer._logs["advantages"]) == pytest.approx(out["advantages"].tolist())
