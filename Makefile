@@ -32,7 +32,7 @@ demo: $(STAMP) ## the embedded CPU demo
 	$(PY) -m dler.demo
 
 lint: $(STAMP) ## ruff
-	$(VENV)/bin/ruff check dler tests recipes benchmarks
+	$(VENV)/bin/ruff check .
 
 bench: $(STAMP) ## benchmarks: print ratios against baselines measured in the same run
 	$(PY) benchmarks/overhead.py

@@ -317,18 +317,19 @@ class DLERTrainer(GRPOTrainer):
     def _next_prompts(self, num_prompts: int) -> list[dict]:
         """This rank's share of the next `num_prompts * num_processes` prompts, each repeated for its group."""
         if self._prompt_stream is None:
+            dataset = self.train_dataset
+            if self.args.remove_unused_columns and isinstance(dataset, Dataset):  # as TRL's dataloader does
+                dataset = self._remove_unused_columns(dataset, description="dynamic sampling")
+            self._stream_dataset = dataset
             self._prompt_stream = PromptStream(
-                len(self.train_dataset), self.args.seed + STREAM_SEED_OFFSET, shuffle=self.shuffle_dataset
+                len(dataset), self.args.seed + STREAM_SEED_OFFSET, shuffle=self.shuffle_dataset
             )
             if self._pending_stream_state:
                 self._prompt_stream.load_state_dict(self._pending_stream_state)
                 self._pending_stream_state = None
         indices = self._prompt_stream.take(num_prompts * self.accelerator.num_processes)
         rank = self.accelerator.process_index
-        dataset = self.train_dataset
-        if self.args.remove_unused_columns and isinstance(dataset, Dataset):
-            dataset = self._remove_unused_columns(dataset, description="dynamic sampling")
-        rows = [dataset[i] for i in indices[rank * num_prompts : (rank + 1) * num_prompts]]
+        rows = [self._stream_dataset[i] for i in indices[rank * num_prompts : (rank + 1) * num_prompts]]
         return [dict(row) for row in rows for _ in range(self.num_generations)]
 
     # ------------------------------------------------------------------ checkpoints
