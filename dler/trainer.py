@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from accelerate.utils import gather, gather_object
 from datasets import Dataset, IterableDataset
+from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
@@ -49,6 +50,18 @@ class RoundScores:
         return slice(group * group_size, (group + 1) * group_size)
 
 
+class CloseRewardFunctions(TrainerCallback):
+    """Stop reward functions' worker pools (e.g. `dler.rewards.MathReward`) when training ends; they restart lazily."""
+
+    def __init__(self, reward_funcs):
+        self.reward_funcs = reward_funcs
+
+    def on_train_end(self, args, state, control, **kwargs):
+        for func in self.reward_funcs:
+            if callable(getattr(func, "close", None)):
+                func.close()
+
+
 class DynamicSamplingExhausted(RuntimeError):
     """Raised on every rank at the same step when `max_sampling_rounds` ran out before the batch was full."""
 
@@ -77,6 +90,7 @@ class DLERTrainer(GRPOTrainer):
             raise TypeError(f"penalty must be a dler.penalties.LengthPenalty, got {type(penalty).__name__}")
         self.penalty = penalty or TruncationPenalty(args.truncated_reward_scale)
         super().__init__(model, reward_funcs, args, *trl_args, **kwargs)
+        self.add_callback(CloseRewardFunctions(self.reward_funcs))
         self._budget_bands = args.budget_bands
         self._round: RoundScores | None = None
         self._prompt_stream: PromptStream | None = None

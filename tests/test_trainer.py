@@ -250,3 +250,15 @@ def test_completions_table_shows_dler_advantages(tmp_path, tiny_model_dir):
     trainer = make_trainer(tmp_path, tiny_model_dir, always_correct, truncation_length=4, dynamic_sampling=False)
     out = generate(trainer)
     assert list(trainer._logs["advantages"]) == pytest.approx(out["advantages"].tolist())
+
+
+def test_math_reward_pool_stops_with_training(tmp_path, tiny_model_dir):
+    from dler.rewards import MathReward
+
+    reward = MathReward(num_workers=1, answer_timeout=2.0)
+    trainer = make_trainer(tmp_path, tiny_model_dir, reward, dynamic_sampling=False, max_steps=1)
+    trainer.train()  # the tiny model never writes a boxed answer: every rollout scores 0
+    assert trainer.state.log_history[0]["rewards/math_correctness/mean"] == 0.0
+    assert reward._pool is None or not reward._pool.pids, "grading workers outlived the trainer"
+    assert reward(completions=["</think> \\boxed{2}"], answer=["2"]) == [1.0]  # restarts on demand
+    reward.close()
