@@ -185,46 +185,13 @@ class DLERTrainer(GRPOTrainer):
 
     def _sample_training_batch(self, inputs):
         """Generate, filter and refill until the batch is full; then cut, balance and re-score it."""
-        args, group_size = self.args, self.num_generations
-        num_processes, rank = self.accelerator.num_processes, self.accelerator.process_index
+        group_size, num_processes, rank = (
+            self.num_generations,
+            self.accelerator.num_processes,
+            self.accelerator.process_index,
+        )
         quota = len(inputs) // group_size  # groups per rank in a full batch
-        final_quota = quota
-
-        outputs, scores, selected = [], [], []  # selected: (round, global group) in arrival order
-        counts = {"kept": 0, "all_zero": 0, "all_positive": 0}
-        while True:
-            outputs.append(super()._generate_and_score_completions(inputs))
-            scores.append(self._round)
-            round_groups = len(self._round.shaped) // group_size
-            if args.dynamic_sampling:
-                metric = self._round.shaped if args.dynamic_sampling_metric == "reward" else self._round.correctness
-                signal = classify_groups(metric, group_size)
-                keep = signal.keep
-                for name, flags in (
-                    ("kept", keep),
-                    ("all_zero", signal.all_zero),
-                    ("all_positive", signal.all_positive),
-                ):
-                    counts[name] += int(flags.sum())
-            else:
-                keep = torch.ones(round_groups, dtype=torch.bool)
-            selected += [(len(outputs) - 1, int(g)) for g in keep.nonzero().flatten()]
-            if len(selected) >= quota * num_processes:
-                break
-            if args.max_sampling_rounds and len(outputs) >= args.max_sampling_rounds:
-                final_quota = self._on_exhausted(len(selected), quota * num_processes, counts, len(outputs))
-                break
-            if not args.max_sampling_rounds and len(outputs) in (10, 100, 1000):
-                logger.warning(
-                    "Dynamic sampling needed %d generation rounds for one batch (%d/%d groups with signal; %d all-zero,"
-                    " %d all-positive). Consider max_sampling_rounds or filtering the data by solve rate.",
-                    len(outputs),
-                    len(selected),
-                    quota * num_processes,
-                    counts["all_zero"],
-                    counts["all_positive"],
-                )
-            inputs = self._next_prompts(quota)
+        output, scores, selected, rows, final_quota = self._generate_until_full(inputs, quota)
 
         target = final_quota * num_processes
         selected = selected[:target]
@@ -232,20 +199,18 @@ class DLERTrainer(GRPOTrainer):
         self._prompts_generated += generated
         self._prompts_trained += target
         metrics = self._metrics["train"]
-        metrics["dynamic_sampling/rounds"].append(len(outputs))
+        metrics["dynamic_sampling/rounds"].append(len(scores))
         metrics["dynamic_sampling/prompts_generated_per_kept"].append(generated / target)
         metrics["dynamic_sampling/partial_batch"].append(float(final_quota < quota))
-        for name, value in counts.items():
-            metrics[f"dynamic_sampling/groups_{name}"].append(float(value))
         self._log_scores("train", scores, group_size)
 
-        if len(outputs) == 1 and len(selected) == len(scores[0].shaped) // group_size:
-            output = outputs[0]  # everything kept, nothing moved: only the advantages change
-            final_order = [(0, g) for g in range(len(selected))]
-        else:
-            output, final_order = self._assemble(outputs, scores, selected, final_quota)
+        if output is None:
+            output, final_order = self._assemble(rows, scores, selected, final_quota)
+        else:  # the first round kept everything: TRL's batch stands, only the advantages change
+            final_order = selected
+            metrics["dynamic_sampling/groups_moved"].append(0.0)
         final = self._final_scores(scores, final_order)
-        self._metrics["train"]["dler/batch_shaped_reward"].append(final.shaped.mean().item())
+        metrics["dler/batch_shaped_reward"].append(final.shaped.mean().item())
         advantages = self._advantages(final.shaped, final.correctness, final.lengths, group_size)
         last_round = torch.zeros(len(scores[-1].shaped))  # dropped groups do not train: advantage 0
         for k, (r, g) in enumerate(final_order):
@@ -256,38 +221,78 @@ class DLERTrainer(GRPOTrainer):
         output["advantages"] = advantages[rank * per_rank : (rank + 1) * per_rank].to(self.accelerator.device)
         return output
 
-    def _assemble(self, outputs, scores, selected, quota):
+    def _generate_until_full(self, inputs, quota):
+        """Call TRL round after round until `quota` groups per rank have signal (or the rounds run out).
+
+        Returns TRL's first output untouched when its round kept every group (else None), the scores of every
+        round, the selected (round, global group) pairs in arrival order, this rank's rows of its selected groups,
+        and the final quota (smaller than `quota` only for a partial batch). Only kept rows stay in memory.
+        """
+        args, group_size = self.args, self.num_generations
+        num_processes, rank = self.accelerator.num_processes, self.accelerator.process_index
+        scores, selected, rows = [], [], {}
+        counts = {"kept": 0, "all_zero": 0, "all_positive": 0}
+        while True:
+            output = super()._generate_and_score_completions(inputs)
+            scores.append(self._round)
+            if args.dynamic_sampling:
+                metric = self._round.shaped if args.dynamic_sampling_metric == "reward" else self._round.correctness
+                signal = classify_groups(metric, group_size)
+                keep = signal.keep
+                counts["kept"] += int(signal.keep.sum())
+                counts["all_zero"] += int(signal.all_zero.sum())
+                counts["all_positive"] += int(signal.all_positive.sum())
+            else:
+                keep = torch.ones(len(self._round.shaped) // group_size, dtype=torch.bool)
+            round_index, per_rank = len(scores) - 1, len(keep) // num_processes
+            if round_index == 0 and keep.all():
+                selected = [(0, g) for g in range(len(keep))]
+                break
+            check_keys(output)
+            for g in keep.nonzero().flatten().tolist():
+                selected.append((round_index, g))
+                if g // per_rank == rank:
+                    start = (g % per_rank) * group_size
+                    rows[(round_index, g)] = take_rows(output, slice(start, start + group_size))
+            output = None
+            if len(selected) >= quota * num_processes:
+                break
+            if args.max_sampling_rounds and len(scores) >= args.max_sampling_rounds:
+                quota = self._on_exhausted(len(selected), quota * num_processes, counts, len(scores))
+                break
+            if not args.max_sampling_rounds and len(scores) in (10, 100, 1000):
+                logger.warning(
+                    "Dynamic sampling needed %d generation rounds for one batch (%d/%d groups with signal; %d all-zero,"
+                    " %d all-positive). Consider max_sampling_rounds or filtering the data by solve rate.",
+                    len(scores),
+                    len(selected),
+                    quota * num_processes,
+                    counts["all_zero"],
+                    counts["all_positive"],
+                )
+            inputs = self._next_prompts(quota)
+        for name, value in counts.items():
+            self._metrics["train"][f"dynamic_sampling/groups_{name}"].append(float(value))
+        return output, scores, selected, rows, quota
+
+    def _assemble(self, rows, scores, selected, quota):
         """Move the selected groups so each rank holds `quota`, and join them into one padded batch.
 
         Returns the local batch and the global order of the final groups (rank-major), which every rank knows.
         """
         group_size = self.num_generations
         num_processes, rank = self.accelerator.num_processes, self.accelerator.process_index
-        per_rank_groups = [len(s.shaped) // group_size // num_processes for s in scores]
-        owners = [g // per_rank_groups[r] for r, g in selected]
+        owners = [g // (len(scores[r].shaped) // group_size // num_processes) for r, g in selected]
         destinations = assign_groups(owners, num_processes, quota)
+        moves = [i for i, (o, d) in enumerate(zip(owners, destinations, strict=True)) if o != d]
 
-        def local_rows(r, g):  # the group's rows in the owning rank's output of round r
-            start = (g % per_rank_groups[r]) * group_size
-            return take_rows(outputs[r], slice(start, start + group_size))
-
-        check_keys(outputs[0])
-        mine = {i: local_rows(*selected[i]) for i in range(len(selected)) if owners[i] == rank == destinations[i]}
-        if any(
-            o != d for o, d in zip(owners, destinations, strict=True)
-        ):  # the same on every rank: all join the gather
-            outgoing = [
-                (i, {k: v.cpu() for k, v in local_rows(*selected[i]).items()})
-                for i in range(len(selected))
-                if owners[i] == rank != destinations[i]
-            ]
-            device = self.accelerator.device
-            for i, rows in gather_object(outgoing):
+        mine = {i: rows[selected[i]] for i in range(len(selected)) if owners[i] == rank == destinations[i]}
+        if moves:  # the same on every rank: all join the gather
+            outgoing = [(i, {k: v.cpu() for k, v in rows[selected[i]].items()}) for i in moves if owners[i] == rank]
+            for i, group_rows in gather_object(outgoing):
                 if destinations[i] == rank:
-                    mine[i] = {k: v.to(device) for k, v in rows.items()}
-        self._metrics["train"]["dynamic_sampling/groups_moved"].append(
-            float(sum(o != d for o, d in zip(owners, destinations, strict=True)))
-        )
+                    mine[i] = {k: v.to(self.accelerator.device) for k, v in group_rows.items()}
+        self._metrics["train"]["dynamic_sampling/groups_moved"].append(float(len(moves)))
 
         output = concat_rows([mine[i] for i in sorted(mine)], self._tokenizer.pad_token_id, self.pad_to_multiple_of)
         loss_mask = output["completion_mask"] * output.get("tool_mask", 1)
