@@ -2,7 +2,8 @@
 
 Both trainers use the same model, data, seed and generation settings; DLER runs with dynamic sampling off so both
 generate the same number of rollouts, and the learning rate is 0 so neither policy drifts: both generate the very
-same completions, and the difference in step time is DLER's bookkeeping alone. Prints the median optimizer-step time of each and their ratio.
+same completions, and the difference in step time is DLER's bookkeeping alone. Prints the median optimizer-step time of each (averaged over each generation cycle: one step that generates plus
+the steps that reuse its batch) and their ratio.
 Target: ratio <= 1.05.
 """
 
@@ -50,7 +51,7 @@ def run(trainer_cls, config_cls, model_dir, dataset, steps, out, **dler):
         steps_per_generation=2,
         max_completion_length=32,
         max_steps=steps,
-        learning_rate=1e-4,
+        learning_rate=0.0,  # frozen policies: both trainers generate identical rollouts
         beta=0.0005,
         epsilon=0.2,
         epsilon_high=0.28,
@@ -58,7 +59,7 @@ def run(trainer_cls, config_cls, model_dir, dataset, steps, out, **dler):
         temperature=1.0,
         report_to=[],
         save_strategy="no",
-        logging_steps=1000,
+        logging_steps=1,
         gradient_checkpointing=False,
         seed=0,
         disable_tqdm=True,
@@ -72,35 +73,45 @@ def run(trainer_cls, config_cls, model_dir, dataset, steps, out, **dler):
         callbacks=[timer],
     )
     trainer.train()
-    return timer.times[2:]  # skip warm-up steps
+    lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
+    # Steps alternate: one generates, the next reuses its batch. Time whole cycles (a bimodal per-step median is
+    # meaningless) and skip the first, which warms up.
+    steps = common["steps_per_generation"]
+    cycles = [sum(timer.times[i : i + steps]) / steps for i in range(0, len(timer.times) - steps + 1, steps)]
+    return cycles[1:], lengths
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--repeats", type=int, default=3, help="alternate the two trainers this many times")
+    parser.add_argument("--repeats", type=int, default=4, help="alternate the two trainers this many times")
     args = parser.parse_args()
     from helpers import addition_dataset
 
+    times = {"GRPO": [], "DLER": []}
+    lengths = {"GRPO": [], "DLER": []}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = str(save_tiny(os.path.join(tmp, "model")))
         dataset = addition_dataset(256)
-        grpo, dler = [], []
-        for _ in range(args.repeats):  # interleaved, so drift in machine load hits both alike
-            grpo += run(GRPOTrainer, GRPOConfig, model_dir, dataset, args.steps, os.path.join(tmp, "grpo"))
-            dler += run(
-                DLERTrainer,
-                DLERConfig,
-                model_dir,
-                dataset,
-                args.steps,
-                os.path.join(tmp, "dler"),
-                dynamic_sampling=False,
-                truncation_length=32,
-            )
-    g, d = statistics.median(grpo), statistics.median(dler)
-    print(f"GRPOTrainer median step: {g * 1000:.2f} ms over {len(grpo)} steps")
-    print(f"DLERTrainer median step: {d * 1000:.2f} ms over {len(dler)} steps (dynamic sampling off)")
+        contenders = [
+            ("GRPO", GRPOTrainer, GRPOConfig, {}),
+            ("DLER", DLERTrainer, DLERConfig, {"dynamic_sampling": False, "truncation_length": 32}),
+        ]
+        for repeat in range(args.repeats):  # interleaved, order alternating: load drift and warm caches hit both
+            for name, trainer_cls, config_cls, extra in contenders[:: 1 if repeat % 2 == 0 else -1]:
+                step_times, step_lengths = run(
+                    trainer_cls, config_cls, model_dir, dataset, args.steps, os.path.join(tmp, name), **extra
+                )
+                times[name] += step_times
+                print(f"  {name} run {repeat}: median {statistics.median(step_times) * 1000:.1f} ms", flush=True)
+                lengths[name] += step_lengths
+    g, d = statistics.median(times["GRPO"]), statistics.median(times["DLER"])
+    print(
+        f"mean completion length: GRPO {statistics.fmean(lengths['GRPO']):.3f}, "
+        f"DLER {statistics.fmean(lengths['DLER']):.3f} (equal: both generated the same rollouts)"
+    )
+    print(f"GRPOTrainer median step: {g * 1000:.2f} ms over {len(times['GRPO'])} generation cycles")
+    print(f"DLERTrainer median step: {d * 1000:.2f} ms over {len(times['DLER'])} generation cycles (no dyn. sampling)")
     print(f"ratio DLER / GRPO: {d / g:.3f} (target <= 1.05)")
 
 
