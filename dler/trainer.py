@@ -122,6 +122,8 @@ class DLERTrainer(GRPOTrainer):
                 budget=budget_for_accuracy(accuracy, self._budget_bands, self.args.truncation_length),
                 step=self.state.global_step,
                 prompt=inputs[start],
+                completions=[c if isinstance(c, str) else c[-1]["content"] for c in completions[rows]],
+                max_length=self.max_completion_length,
             )
             rewards = torch.as_tensor(self.penalty(group), dtype=torch.float32).reshape(-1)
             if rewards.numel() != group_size or not torch.isfinite(rewards).all():

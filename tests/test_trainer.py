@@ -169,6 +169,8 @@ def test_custom_penalty_plugin(tmp_path, tiny_model_dir):
         name = "shorter"
 
         def __call__(self, group):
+            assert len(group.completions) == G and all(isinstance(c, str) for c in group.completions)
+            assert group.max_length == 16 and group.prompt["answer"] == str(eval(group.prompt["prompt"][0]["content"]))
             return group.correctness - 0.1 * group.lengths.float()
 
     trainer = make_trainer(tmp_path, tiny_model_dir, always_correct, penalty=ShorterIsBetter(), dynamic_sampling=False)

@@ -17,6 +17,8 @@ class RolloutGroup:
     lengths: response length in tokens, EOS included. finished: the response ended with EOS (not cut by the cap).
     budget: this prompt's length budget in tokens. step: the trainer's global optimizer step.
     prompt: the dataset row of the prompt (every column), for penalties that read e.g. a target length.
+    completions: the response texts, for penalties that check format or repetition.
+    max_length: the generation cap (`max_completion_length`), for penalties defined relative to it.
     """
 
     correctness: torch.Tensor
@@ -25,6 +27,8 @@ class RolloutGroup:
     budget: int
     step: int = 0
     prompt: dict[str, Any] = field(default_factory=dict)
+    completions: list[str] = field(default_factory=list)
+    max_length: int | None = None
 
     @property
     def over_budget(self) -> torch.Tensor:
