@@ -67,3 +67,15 @@ def test_budget_bands_paper_rule():
     assert budget_for_accuracy(0.4375, bands, 4000) == 4000  # 7/16 -> default
     bands = parse_length_budgets(["0.5:2000", "0.75:1000"])
     assert [budget_for_accuracy(a, bands, 4000) for a in (0.1, 0.5, 0.74, 0.75, 1.0)] == [4000, 2000, 2000, 1000, 1000]
+
+
+def test_penalties_report_the_budget_they_applied():
+    from dler.penalties import get_penalty
+
+    g = group([1.0, 1.0], [3, 9], [True, True], budget=4000)
+    g.step = 150
+    prune = get_penalty("thinkprune", budgets=(4000, 3000, 2000), stage_steps=(100, 200))
+    prune(g)
+    assert prune.effective_budget(g) == 3000
+    assert TruncationPenalty().effective_budget(g) == 4000
+    assert get_penalty("laser", target_length=2048).effective_budget(g) == 2048

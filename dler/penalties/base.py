@@ -49,6 +49,17 @@ class LengthPenalty(ABC):
     def __call__(self, group: RolloutGroup) -> torch.Tensor:
         """One shaped reward per rollout of `group`."""
 
+    def effective_budget(self, group: RolloutGroup) -> int:
+        """The length limit this penalty applied to `group` (logged as the budget; over it counts as over budget).
+
+        Penalties with their own targets (ThinkPrune's stages, Laser's targets) override this.
+        """
+        return group.budget
+
+    def check_cap(self, max_length: int | None) -> None:
+        """Fail early, when the config is built, if this penalty cannot work with the generation cap."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

@@ -1,0 +1,58 @@
+"""Cosine length-scaling reward (Yeo et al. 2025, "Demystifying Long Chain-of-Thought Reasoning in LLMs",
+arXiv 2502.03373, Sec. 4 / released code `openrlhf/reward/cosine.py`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from dler.penalties.base import LengthPenalty, RolloutGroup
+from dler.penalties.registry import check_params, param, register_penalty
+
+
+@register_penalty("cosine")
+@dataclass(eq=False)
+class CosinePenalty(LengthPenalty):
+    """`lo + (hi - lo) * (1 + cos(pi L / Lmax)) / 2`, and `exceed_reward` once `L >= Lmax` or without EOS.
+
+    Correct answers (c > 0) use `(lo, hi) = (min_correct, max_correct)`: shorter earns more. Wrong ones use
+    `(lo, hi) = (max_wrong, min_wrong)`: shorter is punished more. `Lmax` is `max_length` or, by default, the
+    generation cap `group.max_length`, as in the paper. Defaults are the paper's script. Not included: the released
+    code's 16-20 token margin before Lmax and its optional n-gram repetition penalty.
+    """
+
+    formula = (
+        "L >= Lmax or no EOS: exceed_reward; else lo + (hi-lo)(1+cos(pi L/Lmax))/2, (lo,hi) = "
+        "(min_correct,max_correct) if correct else (max_wrong,min_wrong); Lmax = generation cap"
+    )
+    reference = "Yeo et al. 2025, arXiv 2502.03373"
+
+    max_length: int | None = param(None, kind=int, ge=1, help="Lmax; None = the generation cap")
+    min_correct: float = param(1.0)
+    max_correct: float = param(2.0)
+    min_wrong: float = param(-10.0)
+    max_wrong: float = param(0.0)
+    exceed_reward: float = param(-10.0)
+
+    def __post_init__(self):
+        check_params(self)
+        if self.min_correct > self.max_correct or self.min_wrong > self.max_wrong:
+            raise ValueError(
+                f"cosine: need min_correct <= max_correct and min_wrong <= max_wrong, got {self.min_correct}, "
+                f"{self.max_correct}, {self.min_wrong}, {self.max_wrong}"
+            )
+
+    def __call__(self, group: RolloutGroup) -> torch.Tensor:
+        lmax = self.max_length if self.max_length is not None else group.max_length
+        if lmax is None:
+            raise ValueError("cosine needs Lmax: set max_length or give the group a generation cap (max_length)")
+        lengths = group.lengths.to(torch.float64)
+        correct = group.correctness > 0
+        f64 = torch.float64
+        lo = torch.where(correct, torch.tensor(self.min_correct, dtype=f64), torch.tensor(self.max_wrong, dtype=f64))
+        hi = torch.where(correct, torch.tensor(self.max_correct, dtype=f64), torch.tensor(self.min_wrong, dtype=f64))
+        rewards = lo + (hi - lo) * (1.0 + torch.cos(math.pi * lengths / lmax)) / 2.0
+        exceeded = (lengths >= lmax) | ~group.finished
+        return torch.where(exceeded, self.exceed_reward, rewards).to(torch.float32)
