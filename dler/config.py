@@ -13,6 +13,11 @@ ADVANTAGE_NORMALIZATIONS = ("batch", "group", "none")
 ADVANTAGE_WEIGHTINGS = ("token", "sequence")
 SAMPLING_METRICS = ("reward", "correctness")
 EXHAUSTED_ACTIONS = ("error", "partial")
+OPTIMIZER_RECIPES = {
+    # what each recipe sets when the field is left unset (None); an explicit value always wins
+    "dler": {"advantage_normalization": "batch", "epsilon_high": 0.28, "dynamic_sampling": True},
+    "grpo": {"advantage_normalization": "group", "epsilon_high": None, "dynamic_sampling": False},
+}
 
 
 @dataclass
@@ -23,9 +28,15 @@ class DLERConfig(GRPOConfig):
     names its value. In TRL terms one paper step (512 prompts x 16 rollouts, mini-batches of 64 prompts) is one
     generation batch feeding `updates_per_generation=8` optimizer updates.
 
+    The optimisation recipe and the length penalty are separate choices (the paper's Fig. 8 applies the DLER recipe
+    to other penalties): `optimizer_recipe` fills in `advantage_normalization`, `epsilon_high` and
+    `dynamic_sampling` when they are left unset, and `penalty` / `penalty_kwargs` pick the reward shaping.
+
     > Parameters whose defaults differ from [`~trl.GRPOConfig`]: `num_generations=16`, `max_completion_length=4000`,
-    > `beta=0.0005`, `epsilon_high=0.28`, `lr_scheduler_type="constant"`, `weight_decay=0.01`.
+    > `beta=0.0005`, `epsilon_high=0.28` (DLER recipe), `lr_scheduler_type="constant"`, `weight_decay=0.01`.
     """
+
+    _VALID_DICT_FIELDS = GRPOConfig._VALID_DICT_FIELDS + ["penalty_kwargs"]
 
     # ---- TRL fields set to the paper ----
     num_generations: int | None = field(
@@ -41,8 +52,11 @@ class DLERConfig(GRPOConfig):
     )
     epsilon: float = field(default=0.2, metadata={"help": "Lower PPO clip: ratio >= 1 - epsilon. Paper: 0.2."})
     epsilon_high: float | None = field(
-        default=0.28,
-        metadata={"help": "Upper PPO clip (clip-higher): ratio <= 1 + epsilon_high. Paper: 0.28. Must be >= epsilon."},
+        default=None,
+        metadata={
+            "help": "Upper PPO clip (clip-higher): ratio <= 1 + epsilon_high. Unset: 0.28 with the DLER recipe "
+            "(paper), `epsilon` with the GRPO recipe. Must be >= epsilon."
+        },
     )
     loss_type: str = field(
         default="dapo", metadata={"help": "Token-mean loss over the whole batch, as the paper. Keep 'dapo'."}
@@ -51,6 +65,32 @@ class DLERConfig(GRPOConfig):
     lr_scheduler_type: str = field(default="constant", metadata={"help": "Paper: constant learning rate."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay. Paper: 0.01."})
     temperature: float = field(default=1.0, metadata={"help": "Rollout temperature. Paper: 1.0 (top_p 1.0)."})
+
+    # ---- the two independent choices ----
+    optimizer_recipe: str = field(
+        default="dler",
+        metadata={
+            "help": "'dler': batch-wise advantage normalisation, clip-higher (epsilon_high=0.28) and dynamic "
+            "sampling. 'grpo': group normalisation, symmetric clip, no dynamic sampling. Fills in "
+            "`advantage_normalization`, `epsilon_high` and `dynamic_sampling` when they are left unset.",
+            "choices": list(OPTIMIZER_RECIPES),
+        },
+    )
+    penalty: str = field(
+        default="truncation",
+        metadata={
+            "help": "Length penalty, by its registered name (`dler.penalties.available_penalties()`): truncation "
+            "(DLER), soft_overlong, cosine, kimi, laser, laser_d, laser_de, l1_exact, l1_max, thinkprune, efficient, "
+            "shorterbetter, or a plugin's."
+        },
+    )
+    penalty_kwargs: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": 'Parameters of the penalty, e.g. {"alpha": 0.1} (a JSON string on the command line). For '
+            "truncation, `truncated_reward_scale` is its own field."
+        },
+    )
 
     # ---- length budget and reward shaping ----
     truncation_length: int = field(
@@ -78,10 +118,10 @@ class DLERConfig(GRPOConfig):
     )
 
     # ---- advantages ----
-    advantage_normalization: str = field(
-        default="batch",
+    advantage_normalization: str | None = field(
+        default=None,
         metadata={
-            "help": "'batch' (DLER): centre within the group, then whiten over the whole training batch of every "
+            "help": "Unset: from `optimizer_recipe`. 'batch' (DLER): centre within the group, then whiten over the whole training batch of every "
             "rank, after dynamic sampling. 'group': GRPO's per-group standardisation. 'none': group-centred only.",
             "choices": list(ADVANTAGE_NORMALIZATIONS),
         },
@@ -113,10 +153,10 @@ class DLERConfig(GRPOConfig):
     )
 
     # ---- dynamic sampling ----
-    dynamic_sampling: bool = field(
-        default=True,
+    dynamic_sampling: bool | None = field(
+        default=None,
         metadata={
-            "help": "Drop prompts whose group carries no signal (all rollouts equal), generate more prompts until "
+            "help": "Unset: from `optimizer_recipe` (on for DLER, off for GRPO). Drop prompts whose group carries no signal (all rollouts equal), generate more prompts until "
             "the batch is full, then cut it to exactly the batch size."
         },
     )
@@ -143,6 +183,11 @@ class DLERConfig(GRPOConfig):
     )
 
     def __post_init__(self):
+        if self.optimizer_recipe not in OPTIMIZER_RECIPES:
+            raise ValueError(f"optimizer_recipe={self.optimizer_recipe!r} is not one of {list(OPTIMIZER_RECIPES)}")
+        for name, value in OPTIMIZER_RECIPES[self.optimizer_recipe].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         # One paper step = one generation batch feeding several optimizer updates; only then can the PPO ratio
         # leave 1 and clip-higher act. TRL derives generation_batch_size from steps_per_generation.
         if self.updates_per_generation < 1:
@@ -151,7 +196,20 @@ class DLERConfig(GRPOConfig):
             self.steps_per_generation = self.gradient_accumulation_steps * self.updates_per_generation
         super().__post_init__()
         self.length_budgets = [f"{a}:{b}" for a, b in self.budget_bands] if self.length_budgets else None
+        self.penalty_kwargs = dict(self.penalty_kwargs or {})
         self._validate()
+        self.build_penalty()  # unknown names and parameters fail here, before any model is loaded
+
+    def build_penalty(self):
+        """The length penalty these settings describe (a `dler.penalties.LengthPenalty`)."""
+        from dler.penalties import get_penalty
+
+        params = dict(self.penalty_kwargs)
+        if self.penalty == "truncation":
+            params.setdefault("truncated_reward_scale", self.truncated_reward_scale)
+        penalty = get_penalty(self.penalty, **params)
+        penalty.check_cap(self.max_completion_length)
+        return penalty
 
     @property
     def budget_bands(self) -> list[tuple[float, int]]:

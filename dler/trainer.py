@@ -27,7 +27,7 @@ from dler.advantages import compute_advantages
 from dler.batching import check_keys, concat_rows, take_rows
 from dler.budgets import budget_for_accuracy
 from dler.config import DLERConfig
-from dler.penalties import LengthPenalty, RolloutGroup, TruncationPenalty
+from dler.penalties import LengthPenalty, RolloutGroup
 from dler.sampling import PromptStream, assign_groups, classify_groups, partial_quota
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class DynamicSamplingExhausted(RuntimeError):
 class DLERTrainer(GRPOTrainer):
     """GRPO with DLER: truncation reward shaping, batch-wise advantage normalisation, clip-higher, dynamic sampling
     and difficulty-aware budgets. Takes every `GRPOTrainer` argument, a [`DLERConfig`] as `args`, and optionally a
-    `penalty` (a [`LengthPenalty`]; default: the truncation penalty built from the config).
+    `penalty` instance (a [`LengthPenalty`]) that overrides the config's `penalty` / `penalty_kwargs`.
     """
 
     _tag_names = ["trl", "grpo", "dler"]
@@ -88,7 +88,7 @@ class DLERTrainer(GRPOTrainer):
             )
         if penalty is not None and not isinstance(penalty, LengthPenalty):
             raise TypeError(f"penalty must be a dler.penalties.LengthPenalty, got {type(penalty).__name__}")
-        self.penalty = penalty or TruncationPenalty(args.truncated_reward_scale)
+        self.penalty = penalty or args.build_penalty()
         super().__init__(model, reward_funcs, args, *trl_args, **kwargs)
         self.add_callback(CloseRewardFunctions(self.reward_funcs))
         self._budget_bands = args.budget_bands
@@ -131,9 +131,10 @@ class DLERTrainer(GRPOTrainer):
                     f"penalty {type(self.penalty).__name__} returned {rewards.tolist()} for a group of {group_size}: "
                     "it must return one finite reward per rollout"
                 )
+            budget = self.penalty.effective_budget(group)
             shaped.append(rewards)
-            over_budget.append(group.over_budget)
-            budgets.append(torch.full((group_size,), group.budget))
+            over_budget.append((group.lengths > budget) | ~group.finished)
+            budgets.append(torch.full((group_size,), budget))
 
         stats = torch.stack(
             [torch.cat(shaped), correctness, lengths, torch.cat(over_budget), torch.cat(budgets)], dim=1

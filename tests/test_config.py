@@ -98,3 +98,52 @@ def test_cli_and_yaml_through_trl_parser(tmp_path):
     assert c.advantage_weighting == "sequence"
     with pytest.raises(SystemExit):  # argparse rejects a value outside the documented choices
         parser.parse_args_and_config(["--output_dir", "x", "--advantage_weighting", "tokens"])
+
+
+def test_optimizer_recipe_fills_unset_fields_and_explicit_values_win():
+    grpo = config(per_device_train_batch_size=16, optimizer_recipe="grpo")
+    assert (grpo.advantage_normalization, grpo.epsilon_high, grpo.dynamic_sampling) == ("group", None, False)
+    mixed = config(per_device_train_batch_size=16, optimizer_recipe="grpo", dynamic_sampling=True)
+    assert mixed.dynamic_sampling is True and mixed.advantage_normalization == "group"
+    dler = config(per_device_train_batch_size=16, advantage_normalization="none")
+    assert (dler.advantage_normalization, dler.epsilon_high, dler.dynamic_sampling) == ("none", 0.28, True)
+    with pytest.raises(ValueError, match="optimizer_recipe"):
+        config(per_device_train_batch_size=16, optimizer_recipe="ppo")
+
+
+def test_penalty_chosen_in_config_is_validated_early():
+    c = config(per_device_train_batch_size=16, truncated_reward_scale=0.1)
+    penalty = c.build_penalty()
+    assert penalty.name == "truncation" and penalty.truncated_reward_scale == 0.1
+    with pytest.raises(ValueError, match="truncation"):  # the message lists the available penalties
+        config(per_device_train_batch_size=16, penalty="no_such_penalty")
+    with pytest.raises(ValueError, match="truncated_reward_scale"):  # names the accepted parameters
+        config(per_device_train_batch_size=16, penalty_kwargs={"no_such_param": 1})
+
+
+def test_penalty_kwargs_from_the_command_line(tmp_path):
+    (c,) = TrlParser((DLERConfig,)).parse_args_and_config(
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--use_cpu",
+            "true",
+            "--bf16",
+            "false",
+            "--per_device_train_batch_size",
+            "16",
+            "--penalty",
+            "truncation",
+            "--penalty_kwargs",
+            '{"truncated_reward_scale": 0.1}',
+        ]
+    )
+    assert c.penalty_kwargs == {"truncated_reward_scale": 0.1} and c.build_penalty().truncated_reward_scale == 0.1
+
+
+def test_penalty_that_cannot_fit_the_cap_fails_at_construction():
+    # DAPO's default buffer (4096) is longer than DLER's 4000-token cap
+    with pytest.raises(ValueError, match="buffer B=4096 exceeds Lmax=4000"):
+        config(per_device_train_batch_size=16, penalty="soft_overlong")
+    c = config(per_device_train_batch_size=16, penalty="soft_overlong", penalty_kwargs={"buffer": 1000})
+    assert c.build_penalty().buffer == 1000

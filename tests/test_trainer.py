@@ -264,3 +264,43 @@ def test_math_reward_pool_stops_with_training(tmp_path, tiny_model_dir):
     assert reward._pool is None or not reward._pool.pids, "grading workers outlived the trainer"
     assert reward(completions=["</think> \\boxed{2}"], answer=["2"]) == [1.0]  # restarts on demand
     reward.close()
+
+
+@pytest.mark.parametrize(
+    "penalty, kwargs, recipe",
+    [("cosine", {}, "grpo"), ("kimi", {}, "dler"), ("shorterbetter", {"beta": 0.05}, "dler")],
+)
+def test_penalty_and_optimizer_recipe_chosen_in_config(tmp_path, tiny_model_dir, penalty, kwargs, recipe):
+    from dler.penalties import RolloutGroup, get_penalty
+
+    trainer = DLERTrainer(
+        model=tiny_model_dir,
+        reward_funcs=even_length,
+        args=tiny_config(
+            tmp_path,
+            truncation_length=16,
+            optimizer_recipe=recipe,
+            penalty=penalty,
+            penalty_kwargs=kwargs,
+            dynamic_sampling=False,
+        ),
+        train_dataset=addition_dataset(),
+    )
+    assert trainer.penalty.name == penalty
+    out = generate(trainer)
+    lengths, finished = lengths_and_finished(trainer, out)
+    correctness = (lengths % 2 == 0).float()
+    reference = get_penalty(penalty, **kwargs)
+    expected = torch.cat(
+        [
+            reference(RolloutGroup(correctness[s], lengths[s], finished[s], budget=16, max_length=16))
+            for s in (slice(i, i + G) for i in range(0, 16, G))
+        ]
+    )
+    shaped = torch.tensor(list(trainer._logs["extra"]["shaped_reward"])[-16:])
+    assert shaped.tolist() == pytest.approx(expected.tolist(), abs=1e-6)
+    normalization = "group" if recipe == "grpo" else "batch"
+    assert out["advantages"].tolist() == pytest.approx(
+        compute_advantages(expected, G, normalization, lengths=lengths).tolist(), abs=1e-4
+    )
+    assert trainer.epsilon_high == (0.2 if recipe == "grpo" else 0.28)
