@@ -7,7 +7,12 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install test test-fast demo lint bench
+RECIPE    ?= recipes/dler_tiny.py
+PENALTIES ?= truncation,cosine,kimi,laser,efficient,shorterbetter
+GRID_DIR  ?= runs/penalty_grid
+ARGS      ?=
+
+.PHONY: help install test test-fast demo lint bench penalty-grid
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,6 +35,9 @@ test-fast: $(STAMP) ## the suite without the slow end-to-end and distributed tes
 
 demo: $(STAMP) ## the embedded CPU demo
 	$(PY) -m dler.demo
+
+penalty-grid: $(STAMP) ## the paper's Fig. 8 grid: PENALTIES x {grpo, dler} with RECIPE; extra settings in ARGS="..."
+	$(PY) recipes/penalty_grid.py --recipe $(RECIPE) --penalties $(PENALTIES) --output_dir $(GRID_DIR) -- $(ARGS)
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .

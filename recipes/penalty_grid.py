@@ -1,0 +1,98 @@
+"""The DLER paper's Fig. 8 grid: every length penalty under each optimisation recipe, on one model.
+
+Each cell runs a training recipe (a script with `ScriptArguments` and `main(script_args, training_args,
+model_args)`, e.g. recipes/dler_tiny.py) with `--penalty P --optimizer_recipe R --output_dir OUT/P-R` added to the
+arguments given after `--`, then records the cell's final metrics in OUT/grid.json and OUT/grid.md.
+
+    python recipes/penalty_grid.py --recipe recipes/dler_tiny.py --penalties truncation,cosine,kimi \
+        --optimizer_recipes grpo,dler --output_dir runs/grid -- --max_steps 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from trl import ModelConfig, TrlParser
+
+from dler import DLERConfig
+
+REPORTED = ("dler/correctness", "dler/shaped_reward", "completions/mean_length", "dler/over_budget_frac")
+
+
+def load_recipe(path: str):
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    if spec is None or not Path(path).is_file():
+        raise FileNotFoundError(f"--recipe {path}: no such file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name in ("ScriptArguments", "main"):
+        if not hasattr(module, name):
+            raise AttributeError(f"--recipe {path} has no `{name}`: a grid recipe defines ScriptArguments and main()")
+    return module
+
+
+def final_metrics(log_history: list[dict]) -> dict:
+    """The last logged value of each reported metric."""
+    out = {}
+    for entry in log_history:
+        out.update({k: entry[k] for k in REPORTED if k in entry})
+    return out
+
+
+def main(argv=None) -> list[dict]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ours, rest = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="recipes/dler_tiny.py", help="training script run in each cell")
+    parser.add_argument("--penalties", default="truncation,soft_overlong,cosine,kimi,efficient,shorterbetter")
+    parser.add_argument("--optimizer_recipes", default="grpo,dler")
+    parser.add_argument("--output_dir", default="runs/penalty_grid")
+    parser.add_argument("--dry-run", action="store_true", help="print the cells' settings and exit")
+    args = parser.parse_args(ours)
+
+    recipe = load_recipe(args.recipe)
+    recipe_parser = TrlParser((recipe.ScriptArguments, DLERConfig, ModelConfig))
+    cells = []
+    for penalty in args.penalties.split(","):
+        for optimizer in args.optimizer_recipes.split(","):
+            out = str(Path(args.output_dir) / f"{penalty}-{optimizer}")
+            cell_args = [*rest, "--penalty", penalty, "--optimizer_recipe", optimizer, "--output_dir", out]
+            # Parsed afresh per cell: the optimizer recipe fills in fields only while they are unset.
+            cells.append((penalty, optimizer, recipe_parser.parse_args_and_config(cell_args)))
+
+    results = []
+    for penalty, optimizer, (script_args, training_args, model_args) in cells:
+        settings = {
+            "penalty": penalty,
+            "penalty_kwargs": training_args.penalty_kwargs,
+            "optimizer_recipe": optimizer,
+            "advantage_normalization": training_args.advantage_normalization,
+            "epsilon_high": training_args.epsilon_high,
+            "dynamic_sampling": training_args.dynamic_sampling,
+            "output_dir": training_args.output_dir,
+        }
+        if args.dry_run:
+            print(json.dumps(settings))
+            continue
+        print(f"== {penalty} x {optimizer} ==", flush=True)
+        trainer = recipe.main(script_args, training_args, model_args)
+        results.append({**settings, **final_metrics(trainer.state.log_history)})
+
+    if not args.dry_run:
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(args.output_dir) / "grid.json").write_text(json.dumps(results, indent=2))
+        lines = ["| penalty | recipe | " + " | ".join(REPORTED) + " |", "|---|---|" + "---|" * len(REPORTED)]
+        for r in results:
+            values = " | ".join(f"{r[k]:.4g}" if k in r else "-" for k in REPORTED)
+            lines.append(f"| {r['penalty']} | {r['optimizer_recipe']} | {values} |")
+        (Path(args.output_dir) / "grid.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+    return results
+
+
+if __name__ == "__main__":
+    main()
