@@ -304,3 +304,33 @@ def test_penalty_and_optimizer_recipe_chosen_in_config(tmp_path, tiny_model_dir,
         compute_advantages(expected, G, normalization, lengths=lengths).tolist(), abs=1e-4
     )
     assert trainer.epsilon_high == (0.2 if recipe == "grpo" else 0.28)
+
+
+def test_stateful_penalty_state_rides_in_checkpoints(tmp_path, tiny_model_dir):
+    kw = dict(
+        penalty="thinkprune",
+        penalty_kwargs={"budgets": [16, 8], "stage_steps": [1]},
+        truncation_length=16,
+        dynamic_sampling=False,
+        updates_per_generation=1,
+        max_steps=2,
+        save_strategy="steps",
+        save_steps=2,
+    )
+
+    def build(output_dir):
+        return DLERTrainer(
+            model=tiny_model_dir,
+            reward_funcs=even_length,
+            args=tiny_config(output_dir, **kw),
+            train_dataset=addition_dataset(),
+        )
+
+    trainer = build(tmp_path)
+    trainer.train()  # generates at steps 0 and 1: the second stage starts at step 1
+    state = json.loads((tmp_path / "checkpoint-2" / "dler_state.json").read_text())
+    assert state["penalty"] == {"stage": 1, "budget": 8}
+    fresh = build(tmp_path / "fresh")
+    assert fresh.penalty.stage == 0
+    fresh.load_dler_state_dict(state)  # what resuming from the checkpoint calls
+    assert fresh.penalty.stage == 1 and fresh.penalty.budget == 8
