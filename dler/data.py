@@ -1,0 +1,52 @@
+"""Training data for R1-style math RL: DeepScaleR-like rows become chat prompts with their gold answers.
+
+The paper's prompt is the problem followed by `Let's think step by step and output the final answer within
+\\boxed{}.` as the user message; the model's chat template is applied by TRL. Rows come from a hub id or a local
+JSON/JSONL/Parquet file with the same fields, and every gold answer is parsed once, here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datasets import Dataset, load_dataset
+
+R1_PROMPT_SUFFIX = "Let's think step by step and output the final answer within \\boxed{}."
+LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def r1_prompt(problem: str) -> list[dict[str, str]]:
+    """The conversational prompt of the DLER paper (and DeepScaleR) for one problem."""
+    return [{"role": "user", "content": f"{problem}\n{R1_PROMPT_SUFFIX}"}]
+
+
+def load_rows(source: str, split: str = "train", revision: str | None = None) -> Dataset:
+    """A dataset from a local file (by extension) or a hub id."""
+    path = Path(source)
+    if path.suffix in LOCAL_FORMATS:
+        if not path.is_file():
+            raise FileNotFoundError(f"dataset file {source} does not exist")
+        return load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
+    return load_dataset(source, split=split, revision=revision)
+
+
+def math_prompts(
+    dataset: Dataset,
+    problem_column: str = "problem",
+    answer_column: str = "answer",
+    on_invalid: str = "skip",
+    reward=None,
+) -> Dataset:
+    """Add the R1 `prompt` column, check the columns, and parse every gold answer once.
+
+    Rows whose gold cannot be parsed are reported (count and examples) and skipped, or raise with `on_invalid="error"`.
+    """
+    missing = [c for c in (problem_column, answer_column) if c not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"dataset has no column {missing} (columns: {dataset.column_names}); set problem_column / answer_column"
+        )
+    from dler.rewards import prepare_gold_answers
+
+    dataset, _ = prepare_gold_answers(dataset, answer_column=answer_column, on_invalid=on_invalid, reward=reward)
+    return dataset.map(lambda row: {"prompt": r1_prompt(row[problem_column])})

@@ -1,0 +1,31 @@
+"""DA-DLER on R1-Distill-Qwen-7B: difficulty-aware budgets, continued from the DLER checkpoint for 150 steps.
+
+A prompt whose group is right at least half the time gets 2000 tokens, the others 4000; generation still runs to
+4000 and the short budget acts through the reward (paper section on DA-DLER; no released code).
+
+    accelerate launch recipes/da_dler_r1_7b.py --model_name_or_path runs/dler-r1-7b
+    python recipes/da_dler_r1_7b.py --dry-run --num_processes 64
+"""
+
+from dler.recipe import run
+
+DEFAULTS = {
+    "model_name_or_path": "runs/dler-r1-7b",  # the DLER run's output
+    "dtype": "bfloat16",
+    "output_dir": "runs/da-dler-r1-7b",
+    "per_device_train_batch_size": 8,
+    "max_steps": 150 * 8,  # 150 generation steps x 8 updates
+    "truncation_length": 4000,
+    "length_budgets": ["0.5:2000"],
+    "max_completion_length": 4000,
+    "use_vllm": True,
+    "vllm_mode": "colocate",
+    "vllm_tensor_parallel_size": 2,
+    "bf16": True,
+    "gradient_checkpointing": True,
+    "save_steps": 40,
+    "logging_steps": 1,
+}
+
+if __name__ == "__main__":
+    run(DEFAULTS)

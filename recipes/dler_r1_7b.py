@@ -1,0 +1,27 @@
+"""DLER on DeepSeek-R1-Distill-Qwen-7B with DeepScaleR-Preview (paper Table 1 / Table 4: 450 generation steps).
+
+    accelerate launch --config_file launch/accelerate/zero3_offload.yaml recipes/dler_r1_7b.py
+    python recipes/dler_r1_7b.py --dry-run --num_processes 64
+"""
+
+from dler.recipe import run
+
+DEFAULTS = {
+    "model_name_or_path": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+    "dtype": "bfloat16",
+    "output_dir": "runs/dler-r1-7b",
+    "per_device_train_batch_size": 8,  # 64 GPUs x 8 x 2 accumulation = 1024 samples per update
+    "max_steps": 450 * 8,  # 450 generation steps x 8 optimizer updates each
+    "truncation_length": 4000,
+    "max_completion_length": 4000,
+    "use_vllm": True,
+    "vllm_mode": "colocate",
+    "vllm_tensor_parallel_size": 2,
+    "bf16": True,
+    "gradient_checkpointing": True,
+    "save_steps": 80,
+    "logging_steps": 1,
+}
+
+if __name__ == "__main__":
+    run(DEFAULTS)

@@ -1,0 +1,93 @@
+"""Recipes: each dry run against the paper's settings, presets, batch arithmetic, and a real tiny run."""
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from dler.recipe import batch_layout, run
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+PAPER = {  # DLER-REFERENCE: paper Table 4 and the released script
+    "learning_rate": 1e-6, "lr_scheduler_type": "constant", "weight_decay": 0.01, "max_grad_norm": 1.0,
+    "beta": 0.0005, "epsilon": 0.2, "epsilon_high": 0.28, "loss_type": "dapo", "num_generations": 16,
+    "temperature": 1.0, "top_p": 1.0, "max_completion_length": 4000, "truncation_length": 4000,
+    "advantage_normalization": "batch", "dynamic_sampling": True,
+}
+
+
+def recipe_defaults(name):
+    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.DEFAULTS
+
+
+def dry_run(name, capsys, *argv):
+    run(recipe_defaults(name), ["--dry-run", "--num_processes", "64", *argv])
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("name", ["dler_r1_1p5b", "dler_r1_7b", "da_dler_r1_1p5b", "da_dler_r1_7b"])
+def test_dry_run_matches_the_paper(name, capsys):
+    plan = dry_run(name, capsys)
+    training = plan["training"]
+    assert {k: training[k] for k in PAPER} == PAPER
+    assert plan["batch"]["samples_per_update"] == 64 * 16 and plan["batch"]["samples_per_generation"] == 512 * 16
+    assert plan["batch"]["updates_per_generation"] == 8
+    per_update = training["per_device_train_batch_size"] * 64 * training["gradient_accumulation_steps"]
+    assert per_update == 1024 and training["steps_per_generation"] == 8 * training["gradient_accumulation_steps"]
+    assert (training["truncated_reward_scale"], training["advantage_weighting"]) == (0.0, "sequence")  # paper preset
+    if name.startswith("da_"):
+        assert training["length_budgets"] == ["0.5:2000"] and training["max_steps"] == 150 * 8
+        assert plan["model"]["model_name_or_path"].startswith("runs/dler-r1-")
+    else:
+        assert training["length_budgets"] is None and training["max_steps"] == 450 * 8
+
+
+def test_released_preset_and_command_line_precedence(capsys):
+    released = dry_run("dler_r1_1p5b", capsys, "--preset", "released")["training"]
+    assert (released["truncated_reward_scale"], released["advantage_weighting"],
+            released["dynamic_sampling_metric"]) == (0.1, "token", "correctness")
+    override = dry_run("dler_r1_1p5b", capsys, "--preset", "released", "--truncated_reward_scale", "0.0")["training"]
+    assert override["truncated_reward_scale"] == 0.0  # the command line beats the preset
+
+
+def test_yaml_config_sits_between_preset_and_command_line(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("truncation_length: 3000\nlearning_rate: 2.0e-6\n")
+    training = dry_run("dler_r1_1p5b", capsys, "--config", str(config), "--learning_rate", "3e-6")["training"]
+    assert (training["truncation_length"], training["learning_rate"]) == (3000, 3e-6)
+
+
+def test_batch_arithmetic_and_its_errors():
+    assert batch_layout(512, 64, 16, num_processes=8, per_device=16)["gradient_accumulation_steps"] == 8
+    assert batch_layout(512, 64, 16, num_processes=8, per_device=16)["steps_per_generation"] == 64
+    with pytest.raises(ValueError, match=r"cannot be split over 3 processes.*per_device_train_batch_size in"):
+        batch_layout(512, 64, 16, num_processes=3, per_device=16)
+    with pytest.raises(ValueError, match="multiple of prompts_per_update"):
+        batch_layout(500, 64, 16, num_processes=8, per_device=16)
+
+
+@pytest.mark.slow
+def test_tiny_training_through_the_recipe_with_lora_and_auto_resume(tiny_model_dir, tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"problem": f"What is {a} + {a}?", "answer": str(2 * a)}) + "\n"
+                            for a in range(12)) + json.dumps({"problem": "broken", "answer": "\\frac{"}) + "\n")
+    argv = ["--model_name_or_path", tiny_model_dir, "--dataset_name", str(data), "--output_dir", str(tmp_path / "out"),
+            "--use_cpu", "true", "--bf16", "false", "--dtype", "float32", "--gradient_checkpointing", "false",
+            "--prompts_per_generation", "4", "--prompts_per_update", "2", "--num_generations", "4",
+            "--per_device_train_batch_size", "8", "--max_completion_length", "16", "--truncation_length", "16",
+            "--dynamic_sampling", "false", "--max_steps", "2", "--save_steps", "2", "--report_to", "none",
+            "--reward_workers", "0", "--use_peft", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj"]
+    trainer = run({}, argv)
+    assert trainer.state.global_step == 2 and len(trainer.train_dataset) == 12  # the unparseable gold was skipped
+    assert type(trainer.model).__name__.startswith("Peft")
+    checkpoint = tmp_path / "out" / "checkpoint-2"
+    stamp = os.path.getmtime(checkpoint / "trainer_state.json")
+    again = run({}, argv)  # a requeued job resumes from checkpoint-2 instead of starting over
+    # a fresh start would have trained steps 1-2 again and rewritten checkpoint-2 (HF's loop, resumed at max_steps,
+    # still runs one step, which saves nothing)
+    assert again.state.global_step >= 2 and os.path.getmtime(checkpoint / "trainer_state.json") == stamp
