@@ -8,11 +8,13 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
 RECIPE    ?= recipes/dler_tiny.py
+CONFIG    ?= zero2
+NPROC     ?=
 PENALTIES ?= truncation,cosine,kimi,laser,efficient,shorterbetter
 GRID_DIR  ?= runs/penalty_grid
 ARGS      ?=
 
-.PHONY: help install test test-fast demo lint bench penalty-grid
+.PHONY: help install test test-fast demo lint bench penalty-grid train
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -35,6 +37,9 @@ test-fast: $(STAMP) ## the suite without the slow end-to-end and distributed tes
 
 demo: $(STAMP) ## the embedded CPU demo
 	$(PY) -m dler.demo
+
+train: $(STAMP) ## train RECIPE=recipes/... with accelerate CONFIG=ddp|zero2|zero3|zero3_offload (NPROC=N, ARGS="...")
+	PYTHON=$(PY) launch/run.sh --config $(CONFIG) $(if $(NPROC),--nproc $(NPROC)) $(RECIPE) $(ARGS)
 
 penalty-grid: $(STAMP) ## the paper's Fig. 8 grid: PENALTIES x {grpo, dler} with RECIPE; extra settings in ARGS="..."
 	$(PY) recipes/penalty_grid.py --recipe $(RECIPE) --penalties $(PENALTIES) --output_dir $(GRID_DIR) -- $(ARGS)

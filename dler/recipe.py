@@ -161,6 +161,12 @@ def train(script_args, training_args, model_args):
             **({"dtype": model_args.dtype} if model_args.dtype not in (None, "auto") else {}),
             **({"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}),
         }
+    if training_args.deepspeed and training_args.use_cpu:
+        import deepspeed
+
+        # transformers' CPU path sets up torch.distributed but not DeepSpeed's communicator, so ZeRO-3's
+        # zero.Init (run while loading the model) would see a world of one process. On GPUs accelerate does this.
+        deepspeed.init_distributed(dist_backend="gloo")
     trainer = DLERTrainer(
         model=model_args.model_name_or_path,
         reward_funcs=[reward],

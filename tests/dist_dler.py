@@ -27,49 +27,37 @@ def rank_skewed(completions, completion_ids, **kwargs):
     return even_length(completions, completion_ids)
 
 
-def main(model_dir, mode, output_dir):
+def main(model_dir, output_dir):
     rank = int(os.environ["RANK"])
-    if mode == "balance":
-        args = tiny_config(output_dir, truncation_length=16, max_steps=2)
-        trainer = DLERTrainer(model=model_dir, reward_funcs=rank_skewed, args=args, train_dataset=addition_dataset())
-        trainer.model.train()
-        rows = [dict(trainer.train_dataset[rank * 4 + i]) for i in range(4)]
-        out = trainer._generate_and_score_completions([dict(r) for r in rows for _ in range(G)])
+    args = tiny_config(output_dir, truncation_length=16, max_steps=2)
+    trainer = DLERTrainer(model=model_dir, reward_funcs=rank_skewed, args=args, train_dataset=addition_dataset())
+    trainer.model.train()
+    rows = [dict(trainer.train_dataset[rank * 4 + i]) for i in range(4)]
+    out = trainer._generate_and_score_completions([dict(r) for r in rows for _ in range(G)])
 
-        lengths = out["completion_mask"].sum(dim=1)
-        last = out["completion_ids"].gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)
-        finished = torch.isin(last, torch.tensor(trainer.eos_token_ids))
-        shaped = ((lengths % 2 == 0) & finished).float()  # every final group was generated (and scored) on rank 1
-        gathered = [None, None]
-        dist.all_gather_object(gathered, (shaped, lengths, out["advantages"]))
-        shaped, lengths, advantages = (torch.cat([g[i] for g in gathered]) for i in range(3))
-        reference = compute_advantages(shaped, G, "batch", lengths=lengths, weighting="token")
-        metrics = trainer._metrics["train"]
-        result = {
-            "rank": rank,
-            "batch": len(out["advantages"]),
-            "moved": metrics["dynamic_sampling/groups_moved"][-1],
-            "rounds": metrics["dynamic_sampling/rounds"][-1],
-            "max_error": (advantages - reference).abs().max().item(),
-            "num_items": out["num_items_in_batch"].item(),
-            "global_tokens": lengths.sum().item(),
-        }
-        trainer.train()  # the whole loop, two optimizer steps, without a hang
-        result["steps"] = trainer.state.global_step
-    else:
-        args = tiny_config(
-            output_dir, deepspeed=os.path.join(os.path.dirname(__file__), "..", "launch", "deepspeed", "zero2.json")
-        )
-        trainer = DLERTrainer(model=model_dir, reward_funcs=even_length, args=args, train_dataset=addition_dataset())
-        trainer.train()
-        result = {
-            "rank": rank,
-            "steps": trainer.state.global_step,
-            "loss": [h["loss"] for h in trainer.state.log_history if "loss" in h],
-        }
+    lengths = out["completion_mask"].sum(dim=1)
+    last = out["completion_ids"].gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)
+    finished = torch.isin(last, torch.tensor(trainer.eos_token_ids))
+    shaped = ((lengths % 2 == 0) & finished).float()  # every final group was generated (and scored) on rank 1
+    gathered = [None, None]
+    dist.all_gather_object(gathered, (shaped, lengths, out["advantages"]))
+    shaped, lengths, advantages = (torch.cat([g[i] for g in gathered]) for i in range(3))
+    reference = compute_advantages(shaped, G, "batch", lengths=lengths, weighting="token")
+    metrics = trainer._metrics["train"]
+    result = {
+        "rank": rank,
+        "batch": len(out["advantages"]),
+        "moved": metrics["dynamic_sampling/groups_moved"][-1],
+        "rounds": metrics["dynamic_sampling/rounds"][-1],
+        "max_error": (advantages - reference).abs().max().item(),
+        "num_items": out["num_items_in_batch"].item(),
+        "global_tokens": lengths.sum().item(),
+    }
+    trainer.train()  # the whole loop, two optimizer steps, without a hang
+    result["steps"] = trainer.state.global_step
     with open(os.path.join(output_dir, f"result-{rank}.json"), "w") as f:
         json.dump(result, f)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:3])
