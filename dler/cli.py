@@ -1,0 +1,175 @@
+"""The `dler` command: `dler eval` (generate, grade, score) and `dler report` (tables and plots).
+
+    dler eval --model PATH --output-dir DIR [--benchmarks math500,aime24,amc,minerva,olympiad] [--n 16]
+              [--temperature 0.6 | 0,0.6] [--top-p 0.95] [--max-tokens 32768] [--backend auto|vllm|transformers]
+    dler report RUN_DIR... [--baseline RUN_DIR] [--output DIR]
+
+Every setting is checked (benchmark names, local files, values) before a model is loaded. `python -m dler` works
+the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+EXIT_USAGE = 2
+
+
+def _temperatures(text: str) -> list[float]:
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"temperatures are numbers separated by commas, e.g. 0,0.6; got {text!r}"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one temperature")
+    return values
+
+
+def _eval_parser(sub) -> argparse.ArgumentParser:
+    from dler.eval.benchmarks import DEFAULT_BENCHMARKS, R1_PROMPT_TEMPLATE
+
+    p = sub.add_parser(
+        "eval",
+        help="generate, grade and score a model on math benchmarks (the DLER paper's protocol by default)",
+        description="Generate n samples per problem, grade them with dler's math reward, and write generations "
+        "(resumable JSONL) and results.json to --output-dir. Defaults are the DLER paper's protocol.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", help="model path or hub id")
+    p.add_argument("--output-dir", help="run directory (rerunning it resumes; a sweep writes DIR/t<T>/)")
+    p.add_argument("--benchmarks", default=",".join(DEFAULT_BENCHMARKS), help="comma-separated registry names")
+    p.add_argument("--data-dir", default=None, help="read DIR/<benchmark>.jsonl instead of the hub")
+    p.add_argument("--n", type=int, default=16, help="samples per problem (1 at temperature 0)")
+    p.add_argument("--temperature", type=_temperatures, default=[0.6], help="one value, or a sweep: 0,0.6")
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--max-tokens", type=int, default=32768, help="generation cap per response")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", choices=("auto", "vllm", "transformers"), default="auto",
+                   help="auto: vLLM when installed, else transformers")  # fmt: skip
+    p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark (smoke runs)")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="problems per generation call, and how often results are written (default: 256 with vLLM, "
+                        "max(1, 32 // n) with transformers)")  # fmt: skip
+    p.add_argument("--prompt-template", default=R1_PROMPT_TEMPLATE, help="user message; {problem} is replaced")
+    p.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM: GPUs per engine")
+    p.add_argument("--data-parallel-size", type=int, default=1, help="vLLM: engines (processes), each on its own GPUs")
+    p.add_argument("--max-model-len", type=int, default=None, help="vLLM: context length (default: the model's)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vLLM")
+    p.add_argument("--enforce-eager", action="store_true", help="vLLM: no CUDA graphs")
+    p.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32")
+    p.add_argument("--grader-workers", type=int, default=None, help="grading processes (0: in this process)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--list-benchmarks", action="store_true", help="print the registry and exit")
+    return p
+
+
+def _report_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "report",
+        help="Table 1, length analyses, pass@k and plots from finished runs",
+        description="Write report.md (the paper's Table 1, length by correctness, pass@k / maj@k, temperature "
+        "sweep, protocol) and PNG plots from one or more run directories.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (or sweep folders)")
+    p.add_argument("--baseline", default=None, metavar="RUN_DIR", help="run the length cut is measured against")
+    p.add_argument("--output", default=None, metavar="DIR",
+                   help="where report.md and the plots go (default: the run directory, or ./report for several)")  # fmt: skip
+    p.add_argument("--no-plots", action="store_true", help="tables only")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dler", description="DLER: evaluation and reports.")
+    sub = parser.add_subparsers(dest="command", metavar="{eval,report}")
+    sub.required = True
+    _eval_parser(sub)
+    _report_parser(sub)
+    return parser
+
+
+def _list_benchmarks() -> str:
+    from dler.eval.benchmarks import BENCHMARKS
+
+    lines = []
+    for b in BENCHMARKS.values():
+        fields = f"{b.problem_field} -> {b.answer_field}"
+        lines.append(f"{b.name:<10} {b.hf_id} [{b.split}] {fields}  {b.description}")
+    return "\n".join(lines)
+
+
+def _run_eval(args, parser) -> int:
+    from dler.eval.benchmarks import BenchmarkError
+    from dler.eval.run import EvalConfig, ResumeError, evaluate, format_summary
+
+    if args.list_benchmarks:
+        print(_list_benchmarks())
+        return 0
+    missing = [flag for flag, value in (("--model", args.model), ("--output-dir", args.output_dir)) if not value]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
+    config = EvalConfig(
+        model=args.model,
+        output_dir=args.output_dir,
+        benchmarks=args.benchmarks.split(","),
+        n=args.n,
+        temperatures=args.temperature,
+        top_p=args.top_p,
+        max_tokens=args.max_tokens,
+        backend=args.backend,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        limit=args.limit,
+        chunk_size=args.chunk_size,
+        prompt_template=args.prompt_template,
+        tensor_parallel_size=args.tensor_parallel_size,
+        data_parallel_size=args.data_parallel_size,
+        max_model_len=args.max_model_len,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        dtype=args.dtype,
+        enforce_eager=args.enforce_eager,
+        grader_workers=args.grader_workers,
+        progress=not args.no_progress,
+    )
+    try:
+        config.validate()
+    except (BenchmarkError, ValueError) as exc:
+        parser.error(str(exc))
+    try:
+        results = evaluate(config)
+    except (ResumeError, BenchmarkError) as exc:
+        print(f"dler eval: error: {exc}", file=sys.stderr)
+        return 1
+    for run_dir, r in results.items():
+        print(f"{run_dir}:")
+        print(format_summary(r))
+    return 0
+
+
+def _run_report(args, parser) -> int:
+    from dler.eval.report import ReportError, report
+
+    try:
+        path = report(args.runs, baseline=args.baseline, output=args.output, plots=not args.no_plots)
+    except ReportError as exc:
+        parser.error(str(exc))
+    print(path.read_text())
+    print(f"written: {path}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sub = parser._subparsers._group_actions[0].choices[args.command]  # the subcommand's parser, for its errors
+    if args.command == "eval":
+        return _run_eval(args, sub)
+    return _run_report(args, sub)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
