@@ -13,11 +13,21 @@ NPROC     ?=
 PENALTIES ?= truncation,cosine,kimi,laser,efficient,shorterbetter
 GRID_DIR  ?= runs/penalty_grid
 ARGS      ?=
+MODEL      ?= deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B
+EVAL_DIR   ?= runs/eval/$(notdir $(MODEL))
+BENCHMARKS ?= math500,aime24,amc,minerva,olympiad
+EVAL_ARGS  ?=
+RUNS       ?= $(EVAL_DIR)
+BASELINE   ?=
+REPORT_DIR ?= runs/eval/report
 
-.PHONY: help install test test-fast demo lint bench penalty-grid train
+.PHONY: help install test test-fast demo lint bench penalty-grid train eval table reproduce-dler-1p5b reproduce-dler-7b
+
+# Tests and the demo run offline; these reach the hub for models and datasets.
+train eval reproduce-dler-1p5b reproduce-dler-7b: export HF_HUB_OFFLINE := 0
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-38s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +50,22 @@ demo: $(STAMP) ## the embedded CPU demo
 
 train: $(STAMP) ## train RECIPE=recipes/... with accelerate CONFIG=ddp|zero2|zero3|zero3_offload (NPROC=N, ARGS="...")
 	PYTHON=$(PY) launch/run.sh --config $(CONFIG) $(if $(NPROC),--nproc $(NPROC)) $(RECIPE) $(ARGS)
+
+eval: $(STAMP) ## evaluate MODEL with the paper's protocol into EVAL_DIR (resumable); extra flags in EVAL_ARGS="..."
+	$(PY) -m dler eval --model $(MODEL) --benchmarks $(BENCHMARKS) --output-dir $(EVAL_DIR) $(EVAL_ARGS)
+
+table: $(STAMP) ## Table 1, length analyses and plots of RUNS="dir ..." into REPORT_DIR (BASELINE=dir: length cut)
+	$(PY) -m dler report $(RUNS) $(if $(BASELINE),--baseline $(BASELINE)) --output $(REPORT_DIR)
+
+reproduce-dler-1p5b: SIZE := 1p5b
+reproduce-dler-1p5b: BASE := deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B
+reproduce-dler-7b: SIZE := 7b
+reproduce-dler-7b: BASE := deepseek-ai/DeepSeek-R1-Distill-Qwen-7B
+reproduce-dler-1p5b reproduce-dler-7b: $(STAMP) ## train DLER-R1, evaluate it and its base model, write Table 1
+	$(MAKE) train RECIPE=recipes/dler_r1_$(SIZE).py
+	$(MAKE) eval MODEL=runs/dler-r1-$(SIZE) EVAL_DIR=runs/eval/dler-r1-$(SIZE)
+	$(MAKE) eval MODEL=$(BASE) EVAL_DIR=runs/eval/r1-$(SIZE)
+	$(MAKE) table RUNS=runs/eval/dler-r1-$(SIZE) BASELINE=runs/eval/r1-$(SIZE) REPORT_DIR=runs/eval/report-$(SIZE)
 
 penalty-grid: $(STAMP) ## the paper's Fig. 8 grid: PENALTIES x {grpo, dler} with RECIPE; extra settings in ARGS="..."
 	$(PY) recipes/penalty_grid.py --recipe $(RECIPE) --penalties $(PENALTIES) --output_dir $(GRID_DIR) -- $(ARGS)

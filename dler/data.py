@@ -1,6 +1,6 @@
 """Training data for R1-style math RL: DeepScaleR-like rows become chat prompts with their gold answers.
 
-The paper's prompt is the problem followed by `Let's think step by step and output the final answer within
+The paper's prompt is the problem, a space, and `Let's think step by step and output the final answer within
 \\boxed{}.` as the user message; the model's chat template is applied by TRL. Rows come from a hub id or a local
 JSON/JSONL/Parquet file with the same fields, and every gold answer is parsed once, here.
 """
@@ -11,13 +11,14 @@ from pathlib import Path
 
 from datasets import Dataset, load_dataset
 
-R1_PROMPT_SUFFIX = "Let's think step by step and output the final answer within \\boxed{}."
+from dler.eval.benchmarks import R1_PROMPT_TEMPLATE  # one prompt for training and evaluation
+
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
 def r1_prompt(problem: str) -> list[dict[str, str]]:
     """The conversational prompt of the DLER paper (and DeepScaleR) for one problem."""
-    return [{"role": "user", "content": f"{problem}\n{R1_PROMPT_SUFFIX}"}]
+    return [{"role": "user", "content": R1_PROMPT_TEMPLATE.replace("{problem}", problem)}]
 
 
 def load_rows(source: str, split: str = "train", revision: str | None = None) -> Dataset:

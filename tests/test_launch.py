@@ -129,3 +129,21 @@ def test_zero_trains_the_recipe_on_two_cpu_ranks(zero, tiny_model_dir, tmp_path)
     state = json.loads((out / "trainer_state.json").read_text()) if (out / "trainer_state.json").exists() else None
     assert state is None or state["global_step"] == 2
     assert output.count("'loss'") >= 2, output[-3000:]  # two optimizer steps logged
+
+
+def test_make_targets_chain_train_eval_and_table():
+    out = subprocess.run(["make", "-n", "reproduce-dler-1p5b", "STAMP=/dev/null"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    steps = [line for line in out.splitlines() if line.startswith("make ")]
+    assert steps == [
+        "make train RECIPE=recipes/dler_r1_1p5b.py",
+        "make eval MODEL=runs/dler-r1-1p5b EVAL_DIR=runs/eval/dler-r1-1p5b",
+        "make eval MODEL=deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B EVAL_DIR=runs/eval/r1-1p5b",
+        "make table RUNS=runs/eval/dler-r1-1p5b BASELINE=runs/eval/r1-1p5b REPORT_DIR=runs/eval/report-1p5b",
+    ]
+    train = subprocess.run(["make", "-n", "train", "RECIPE=recipes/dler_r1_7b.py", "NPROC=8", "STAMP=/dev/null"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "launch/run.sh --config zero2 --nproc 8 recipes/dler_r1_7b.py" in train
+    help_text = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for target in ("test", "demo", "train", "eval", "table", "reproduce-dler-1p5b", "penalty-grid"):
+        assert target in help_text

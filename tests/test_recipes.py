@@ -91,3 +91,12 @@ def test_tiny_training_through_the_recipe_with_lora_and_auto_resume(tiny_model_d
     # a fresh start would have trained steps 1-2 again and rewritten checkpoint-2 (HF's loop, resumed at max_steps,
     # still runs one step, which saves nothing)
     assert again.state.global_step >= 2 and os.path.getmtime(checkpoint / "trainer_state.json") == stamp
+
+
+def test_training_prompt_is_the_evaluation_prompt():
+    from dler.data import r1_prompt
+    from dler.eval.benchmarks import R1_PROMPT_TEMPLATE
+
+    (message,) = r1_prompt("What is $\\{1, 2\\}$?")
+    assert message["content"] == "What is $\\{1, 2\\}$? Let's think step by step and output the final answer within \\boxed{}."
+    assert message["content"] == R1_PROMPT_TEMPLATE.replace("{problem}", "What is $\\{1, 2\\}$?")
