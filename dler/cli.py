@@ -3,6 +3,7 @@
     dler eval --model PATH --output-dir DIR [--benchmarks math500,aime24,amc,minerva,olympiad] [--n 16]
               [--temperature 0.6 | 0,0.6] [--top-p 0.95] [--max-tokens 32768] [--backend auto|vllm|transformers]
     dler report RUN_DIR... [--baseline RUN_DIR] [--output DIR]
+    dler solve-rate --model PATH --data TRAIN.jsonl --output OUT.jsonl [--n 16] [--temperature 0.6]
 
 Every setting is checked (benchmark names, local files, values) before a model is loaded. `python -m dler` works
 the same way.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 EXIT_USAGE = 2
 
@@ -82,12 +84,36 @@ def _report_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _solve_rate_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "solve-rate",
+        help="estimate each training problem's solve rate by sampling, and write it as a column",
+        description="Sample --n responses per problem of a JSONL file, grade them, and write the rows with a "
+        "solve_rate column (Concise Reasoning via RL keeps 0 < p < 1). Resumable: generations stay in "
+        "OUTPUT.work/.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="model path or hub id")
+    p.add_argument("--data", required=True, help="JSONL file with a problem and an answer column")
+    p.add_argument("--output", required=True, help="JSONL file to write")
+    p.add_argument("--n", type=int, default=16, help="samples per problem")
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--max-tokens", type=int, default=8192)
+    p.add_argument("--problem-column", default="problem")
+    p.add_argument("--answer-column", default="answer")
+    p.add_argument("--backend", choices=("auto", "vllm", "transformers"), default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dler", description="DLER: evaluation and reports.")
-    sub = parser.add_subparsers(dest="command", metavar="{eval,report}")
+    parser = argparse.ArgumentParser(prog="dler", description="DLER: evaluation, reports and solve rates.")
+    sub = parser.add_subparsers(dest="command", metavar="{eval,report,solve-rate}")
     sub.required = True
     _eval_parser(sub)
     _report_parser(sub)
+    _solve_rate_parser(sub)
     return parser
 
 
@@ -161,6 +187,30 @@ def _run_report(args, parser) -> int:
     return 0
 
 
+def _run_solve_rate(args, parser) -> int:
+    from dler.solve_rate import solve_rates
+
+    if not Path(args.data).is_file():
+        parser.error(f"--data {args.data}: no such file")
+    try:
+        solve_rates(
+            args.model,
+            args.data,
+            args.output,
+            n=args.n,
+            temperature=args.temperature,
+            problem_column=args.problem_column,
+            answer_column=args.answer_column,
+            top_p=args.top_p,
+            max_tokens=args.max_tokens,
+            backend=args.backend,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
@@ -168,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser._subparsers._group_actions[0].choices[args.command]  # the subcommand's parser, for its errors
     if args.command == "eval":
         return _run_eval(args, sub)
+    if args.command == "solve-rate":
+        return _run_solve_rate(args, sub)
     return _run_report(args, sub)
 
 

@@ -9,6 +9,7 @@ accumulation and steps per generation are derived from the number of processes, 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from dler.config import DLERConfig
+
+logger = logging.getLogger(__name__)
 
 PRESETS = {
     # The paper's choices (arXiv 2510.15110) against its released launch script; see DLER-REFERENCE "Released
@@ -26,6 +29,7 @@ PRESETS = {
         "advantage_weighting": "token",
         "dynamic_sampling_metric": "correctness",
     },
+    "none": {},  # recipes of other papers, which the DLER paper/released split does not describe
 }
 
 
@@ -43,19 +47,29 @@ class ScriptArguments:
     answer_column: str = field(default="answer", metadata={"help": "Column with the gold answer."})
     invalid_answers: str = field(
         default="skip",
-        metadata={"help": "Rows whose gold answer cannot be parsed: 'skip' (reported) or 'error'.",
-                  "choices": ["skip", "error"]},
+        metadata={
+            "help": "Rows whose gold answer cannot be parsed: 'skip' (reported) or 'error'.",
+            "choices": ["skip", "error"],
+        },
     )
     preset: str = field(
         default="paper",
-        metadata={"help": "'paper' or 'released': the choices where the paper and its released code differ.",
-                  "choices": list(PRESETS)},
+        metadata={
+            "help": "'paper' or 'released': the choices where the DLER paper and its released code differ; "
+            "'none' for recipes of other papers.",
+            "choices": list(PRESETS),
+        },
     )
     prompts_per_generation: int = field(default=512, metadata={"help": "Prompts per generation batch (paper: 512)."})
     prompts_per_update: int = field(default=64, metadata={"help": "Prompts per optimizer update (paper: 64)."})
     num_processes: int | None = field(
         default=None, metadata={"help": "Training processes; default: WORLD_SIZE from the launcher, else 1."}
     )
+    solve_rate_column: str | None = field(
+        default=None,
+        metadata={"help": "Keep only occasionally solvable problems: 0 < this column < 1 (from `dler solve-rate`)."},
+    )
+    max_problems: int | None = field(default=None, metadata={"help": "Train on the first N problems only."})
     reward_workers: int | None = field(default=None, metadata={"help": "Grading processes per rank."})
     dry_run: bool = field(
         default=False, metadata={"help": "Print the resolved configuration and batch arithmetic, load nothing."}
@@ -74,7 +88,11 @@ def batch_layout(
     samples_per_update = prompts_per_update * num_generations
     per_step = num_processes * per_device
     if samples_per_update % per_step:
-        fits = [b for b in range(1, samples_per_update // num_processes + 1) if samples_per_update % (b * num_processes) == 0]
+        fits = [
+            b
+            for b in range(1, samples_per_update // num_processes + 1)
+            if samples_per_update % (b * num_processes) == 0
+        ]
         raise ValueError(
             f"{prompts_per_update} prompts x {num_generations} rollouts = {samples_per_update} samples per update "
             f"cannot be split over {num_processes} processes x per_device_train_batch_size {per_device}. "
@@ -113,8 +131,12 @@ def parse(defaults: dict, argv: list[str] | None = None):
         num_processes,
         training_args.per_device_train_batch_size,
     )
-    derived = ["--gradient_accumulation_steps", str(layout["gradient_accumulation_steps"]),
-               "--steps_per_generation", str(layout["steps_per_generation"])]
+    derived = [
+        "--gradient_accumulation_steps",
+        str(layout["gradient_accumulation_steps"]),
+        "--steps_per_generation",
+        str(layout["steps_per_generation"]),
+    ]
     script_args, training_args, model_args = parser.parse_args_and_config(derived + argv)  # the command line wins
     layout["num_processes"] = num_processes
     return script_args, training_args, model_args, layout
@@ -123,20 +145,72 @@ def parse(defaults: dict, argv: list[str] | None = None):
 def describe(script_args, training_args, model_args, layout) -> dict:
     """The resolved run, as `--dry-run` prints it."""
     keep = (
-        "output_dir", "learning_rate", "lr_scheduler_type", "weight_decay", "max_grad_norm", "beta", "epsilon",
-        "epsilon_high", "loss_type", "num_generations", "temperature", "top_p", "max_completion_length",
-        "per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation",
-        "max_steps", "truncation_length", "truncated_reward_scale", "length_budgets", "optimizer_recipe", "penalty",
-        "penalty_kwargs", "advantage_normalization", "advantage_weighting", "dynamic_sampling",
-        "dynamic_sampling_metric", "max_sampling_rounds", "use_vllm", "vllm_mode", "save_steps", "seed",
+        "output_dir",
+        "learning_rate",
+        "lr_scheduler_type",
+        "weight_decay",
+        "max_grad_norm",
+        "beta",
+        "epsilon",
+        "epsilon_high",
+        "loss_type",
+        "num_generations",
+        "temperature",
+        "top_p",
+        "max_completion_length",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "steps_per_generation",
+        "max_steps",
+        "truncation_length",
+        "truncated_reward_scale",
+        "length_budgets",
+        "optimizer_recipe",
+        "penalty",
+        "penalty_kwargs",
+        "advantage_normalization",
+        "advantage_weighting",
+        "dynamic_sampling",
+        "dynamic_sampling_metric",
+        "max_sampling_rounds",
+        "use_vllm",
+        "vllm_mode",
+        "save_steps",
+        "seed",
     )
     return {
         "script": vars(script_args),
-        "model": {k: getattr(model_args, k) for k in ("model_name_or_path", "dtype", "use_peft", "lora_r")
-                  if hasattr(model_args, k)},
+        "model": {
+            k: getattr(model_args, k)
+            for k in ("model_name_or_path", "dtype", "use_peft", "lora_r")
+            if hasattr(model_args, k)
+        },
         "training": {k: getattr(training_args, k) for k in keep},
         "batch": layout,
     }
+
+
+def select_problems(rows, solve_rate_column: str | None, max_problems: int | None):
+    """Occasionally solvable problems only (0 < p < 1, Concise Reasoning via RL), then the first `max_problems`."""
+    if solve_rate_column:
+        if solve_rate_column not in rows.column_names:
+            raise ValueError(
+                f"no column {solve_rate_column!r} (columns: {rows.column_names}); run `dler solve-rate` first"
+            )
+        rates = rows[solve_rate_column]
+        keep = [i for i, p in enumerate(rates) if 0 < p < 1]
+        logger.warning(
+            "Solve rates: %d problems kept (0 < p < 1), %d never solved and %d always solved left out",
+            len(keep),
+            sum(p <= 0 for p in rates),
+            sum(p >= 1 for p in rates),
+        )
+        if not keep:
+            raise ValueError(f"no problem has 0 < {solve_rate_column} < 1: nothing for stage 2 to learn from")
+        rows = rows.select(keep)
+    if max_problems:
+        rows = rows.select(range(min(max_problems, len(rows))))
+    return rows
 
 
 def train(script_args, training_args, model_args):
@@ -148,8 +222,18 @@ def train(script_args, training_args, model_args):
     from dler.trainer import DLERTrainer
 
     reward = MathReward(answer_column=script_args.answer_column, num_workers=script_args.reward_workers)
-    dataset = math_prompts(
+    rows = select_problems(
         load_rows(script_args.dataset_name, script_args.dataset_split, script_args.dataset_revision),
+        script_args.solve_rate_column,
+        script_args.max_problems,
+    )
+    if len(rows) < script_args.prompts_per_generation:
+        raise ValueError(
+            f"{len(rows)} problems cannot fill a generation batch of prompts_per_generation="
+            f"{script_args.prompts_per_generation}; lower it (and prompts_per_update) or add problems"
+        )
+    dataset = math_prompts(
+        rows,
         problem_column=script_args.problem_column,
         answer_column=script_args.answer_column,
         on_invalid=script_args.invalid_answers,

@@ -11,10 +11,21 @@ from dler.recipe import batch_layout, run
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 PAPER = {  # DLER-REFERENCE: paper Table 4 and the released script
-    "learning_rate": 1e-6, "lr_scheduler_type": "constant", "weight_decay": 0.01, "max_grad_norm": 1.0,
-    "beta": 0.0005, "epsilon": 0.2, "epsilon_high": 0.28, "loss_type": "dapo", "num_generations": 16,
-    "temperature": 1.0, "top_p": 1.0, "max_completion_length": 4000, "truncation_length": 4000,
-    "advantage_normalization": "batch", "dynamic_sampling": True,
+    "learning_rate": 1e-6,
+    "lr_scheduler_type": "constant",
+    "weight_decay": 0.01,
+    "max_grad_norm": 1.0,
+    "beta": 0.0005,
+    "epsilon": 0.2,
+    "epsilon_high": 0.28,
+    "loss_type": "dapo",
+    "num_generations": 16,
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "max_completion_length": 4000,
+    "truncation_length": 4000,
+    "advantage_normalization": "batch",
+    "dynamic_sampling": True,
 }
 
 
@@ -49,8 +60,11 @@ def test_dry_run_matches_the_paper(name, capsys):
 
 def test_released_preset_and_command_line_precedence(capsys):
     released = dry_run("dler_r1_1p5b", capsys, "--preset", "released")["training"]
-    assert (released["truncated_reward_scale"], released["advantage_weighting"],
-            released["dynamic_sampling_metric"]) == (0.1, "token", "correctness")
+    assert (
+        released["truncated_reward_scale"],
+        released["advantage_weighting"],
+        released["dynamic_sampling_metric"],
+    ) == (0.1, "token", "correctness")
     override = dry_run("dler_r1_1p5b", capsys, "--preset", "released", "--truncated_reward_scale", "0.0")["training"]
     assert override["truncated_reward_scale"] == 0.0  # the command line beats the preset
 
@@ -74,14 +88,55 @@ def test_batch_arithmetic_and_its_errors():
 @pytest.mark.slow
 def test_tiny_training_through_the_recipe_with_lora_and_auto_resume(tiny_model_dir, tmp_path):
     data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps({"problem": f"What is {a} + {a}?", "answer": str(2 * a)}) + "\n"
-                            for a in range(12)) + json.dumps({"problem": "broken", "answer": "\\frac{"}) + "\n")
-    argv = ["--model_name_or_path", tiny_model_dir, "--dataset_name", str(data), "--output_dir", str(tmp_path / "out"),
-            "--use_cpu", "true", "--bf16", "false", "--dtype", "float32", "--gradient_checkpointing", "false",
-            "--prompts_per_generation", "4", "--prompts_per_update", "2", "--num_generations", "4",
-            "--per_device_train_batch_size", "8", "--max_completion_length", "16", "--truncation_length", "16",
-            "--dynamic_sampling", "false", "--max_steps", "2", "--save_steps", "2", "--report_to", "none",
-            "--reward_workers", "0", "--use_peft", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj"]
+    data.write_text(
+        "".join(json.dumps({"problem": f"What is {a} + {a}?", "answer": str(2 * a)}) + "\n" for a in range(12))
+        + json.dumps({"problem": "broken", "answer": "\\frac{"})
+        + "\n"
+    )
+    argv = [
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--dataset_name",
+        str(data),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--use_cpu",
+        "true",
+        "--bf16",
+        "false",
+        "--dtype",
+        "float32",
+        "--gradient_checkpointing",
+        "false",
+        "--prompts_per_generation",
+        "4",
+        "--prompts_per_update",
+        "2",
+        "--num_generations",
+        "4",
+        "--per_device_train_batch_size",
+        "8",
+        "--max_completion_length",
+        "16",
+        "--truncation_length",
+        "16",
+        "--dynamic_sampling",
+        "false",
+        "--max_steps",
+        "2",
+        "--save_steps",
+        "2",
+        "--report_to",
+        "none",
+        "--reward_workers",
+        "0",
+        "--use_peft",
+        "--lora_r",
+        "4",
+        "--lora_target_modules",
+        "q_proj",
+        "v_proj",
+    ]
     trainer = run({}, argv)
     assert trainer.state.global_step == 2 and len(trainer.train_dataset) == 12  # the unparseable gold was skipped
     assert type(trainer.model).__name__.startswith("Peft")
@@ -98,5 +153,74 @@ def test_training_prompt_is_the_evaluation_prompt():
     from dler.eval.benchmarks import R1_PROMPT_TEMPLATE
 
     (message,) = r1_prompt("What is $\\{1, 2\\}$?")
-    assert message["content"] == "What is $\\{1, 2\\}$? Let's think step by step and output the final answer within \\boxed{}."
+    assert (
+        message["content"]
+        == "What is $\\{1, 2\\}$? Let's think step by step and output the final answer within \\boxed{}."
+    )
     assert message["content"] == R1_PROMPT_TEMPLATE.replace("{problem}", "What is $\\{1, 2\\}$?")
+
+
+def test_concise_stage_two_dry_run(capsys):
+    plan = dry_run("concise_two_stage", capsys, "--num_processes", "8")
+    training, script = plan["training"], plan["script"]
+    assert (training["optimizer_recipe"], training["advantage_normalization"], training["dynamic_sampling"]) == (
+        "grpo",
+        "group",
+        False,
+    )
+    assert training["truncated_reward_scale"] == 1.0 and script["solve_rate_column"] == "solve_rate"
+    assert plan["batch"]["samples_per_update"] == 4 * 16
+
+
+@pytest.mark.slow
+def test_concise_stage_two_keeps_occasionally_solvable_problems(tiny_model_dir, tmp_path):
+    rates = [0.0, 1.0, 0.5, 0.25, 0.75, 0.5]
+    data = tmp_path / "rated.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"problem": f"{i} + 1", "answer": str(i + 1), "solve_rate": p}) + "\n"
+            for i, p in enumerate(rates)
+        )
+    )
+    argv = [
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--dataset_name",
+        str(data),
+        "--output_dir",
+        str(tmp_path / "o"),
+        "--use_cpu",
+        "true",
+        "--bf16",
+        "false",
+        "--dtype",
+        "float32",
+        "--gradient_checkpointing",
+        "false",
+        "--use_vllm",
+        "false",
+        "--prompts_per_generation",
+        "4",
+        "--prompts_per_update",
+        "2",
+        "--num_generations",
+        "4",
+        "--per_device_train_batch_size",
+        "8",
+        "--max_completion_length",
+        "16",
+        "--truncation_length",
+        "16",
+        "--max_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--reward_workers",
+        "0",
+    ]
+    trainer = run(recipe_defaults("concise_two_stage"), argv)
+    assert sorted(trainer.train_dataset["solve_rate"]) == [0.25, 0.5, 0.5, 0.75]
+    with pytest.raises(ValueError, match="3 problems cannot fill a generation batch"):
+        run(recipe_defaults("concise_two_stage"), [*argv, "--max_problems", "3"])

@@ -1,0 +1,98 @@
+"""Estimate each training problem's solve rate by sampling, and write it as a column (Concise Reasoning via RL).
+
+The second RL stage of arXiv 2504.05185 trains on *occasionally solvable* problems (0 < p < 1). This samples `n`
+responses per problem with the evaluation harness (same backends, grader, resumable generations) and writes every
+row of the input back with a `solve_rate` column.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from dler.eval.benchmarks import Benchmark, register_benchmark
+from dler.eval.run import GENERATIONS_DIR, EvalConfig, GenerationStore, evaluate
+
+logger = logging.getLogger(__name__)
+
+BENCHMARK = "solve_rate"
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    rows = []
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}, line {i}: not JSON ({e.msg})") from None
+    return rows
+
+
+def solve_rates(
+    model: str,
+    data: str | Path,
+    output: str | Path,
+    n: int = 16,
+    temperature: float = 0.6,
+    problem_column: str = "problem",
+    answer_column: str = "answer",
+    column: str = "solve_rate",
+    work_dir: str | Path | None = None,
+    generator=None,
+    tokenizer=None,
+    grader=None,
+    **eval_settings,
+) -> list[dict]:
+    """Sample `n` responses per row of the JSONL `data`, grade them, and write the rows plus `column` to `output`.
+
+    Generations are kept in `work_dir` (default: `<output>.work`), so an interrupted run resumes. `eval_settings`
+    are `EvalConfig` fields (backend, max_tokens, top_p, ...); `generator`, `tokenizer` and `grader` replace the
+    ones `evaluate` would build (tests, or a model already loaded).
+    """
+    rows = read_jsonl(data)
+    if not rows:
+        raise ValueError(f"{data} has no rows")
+    missing = [c for c in (problem_column, answer_column) if c not in rows[0]]
+    if missing:
+        raise ValueError(f"{data} has no column {missing}; its columns are {sorted(rows[0])}")
+    if n < 2:
+        raise ValueError(f"n must be >= 2 to tell 'sometimes' from 'always', got {n}")
+    work = Path(work_dir) if work_dir else Path(f"{output}.work")
+    (work / "data").mkdir(parents=True, exist_ok=True)
+    with open(work / "data" / f"{BENCHMARK}.jsonl", "w") as f:
+        for row in rows:
+            f.write(json.dumps({"problem": row[problem_column], "answer": row[answer_column]}) + "\n")
+    register_benchmark(Benchmark(name=BENCHMARK, hf_id=str(data), description="solve-rate estimation"), overwrite=True)
+    config = EvalConfig(
+        model=model,
+        output_dir=str(work / "generations"),
+        benchmarks=[BENCHMARK],
+        n=n,
+        temperatures=[temperature],
+        data_dir=str(work / "data"),
+        **eval_settings,
+    )
+    evaluate(config, backend=generator, tokenizer=tokenizer, grader=grader)
+    records = GenerationStore(work / "generations" / GENERATIONS_DIR / f"{BENCHMARK}.jsonl").load()
+
+    out = []
+    for i, row in enumerate(rows):
+        scores = records[i]["correct"]
+        out.append({**row, column: sum(s > 0 for s in scores) / len(scores)})
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "w") as f:
+        for row in out:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    rates = [r[column] for r in out]
+    logger.warning(
+        "solve rates of %d problems: %d never solved, %d sometimes (0 < p < 1), %d always; written to %s",
+        len(rates),
+        sum(p == 0 for p in rates),
+        sum(0 < p < 1 for p in rates),
+        sum(p == 1 for p in rates),
+        output,
+    )
+    return out
