@@ -22,12 +22,14 @@ from datasets import Dataset, IterableDataset
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
+from trl.trainer.utils import is_async_callable
 
 from dler.advantages import compute_advantages
 from dler.batching import check_keys, concat_rows, take_rows
 from dler.budgets import budget_for_accuracy
 from dler.config import DLERConfig
 from dler.penalties import LengthPenalty, RolloutGroup
+from dler.reward_guard import GuardedReward
 from dler.sampling import PromptStream, assign_groups, classify_groups, partial_quota
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,10 @@ class RoundScores:
 
     def rows(self, group: int, group_size: int) -> slice:
         return slice(group * group_size, (group + 1) * group_size)
+
+
+def _is_plain_function(func) -> bool:
+    return callable(func) and not isinstance(func, torch.nn.Module) and not is_async_callable(func)
 
 
 class CloseRewardFunctions(TrainerCallback):
@@ -90,6 +96,10 @@ class DLERTrainer(GRPOTrainer):
             raise TypeError(f"penalty must be a dler.penalties.LengthPenalty, got {type(penalty).__name__}")
         self.penalty = penalty or args.build_penalty()
         super().__init__(model, reward_funcs, args, *trl_args, **kwargs)
+        self.reward_funcs = [  # plain synchronous functions fail naming themselves and the sample
+            GuardedReward(func, name) if _is_plain_function(func) else func
+            for func, name in zip(self.reward_funcs, self.reward_func_names, strict=True)
+        ]
         self.add_callback(CloseRewardFunctions(self.reward_funcs))
         self._budget_bands = args.budget_bands
         self._round: RoundScores | None = None

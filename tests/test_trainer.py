@@ -334,3 +334,14 @@ def test_stateful_penalty_state_rides_in_checkpoints(tmp_path, tiny_model_dir):
     assert fresh.penalty.stage == 0
     fresh.load_dler_state_dict(state)  # what resuming from the checkpoint calls
     assert fresh.penalty.stage == 1 and fresh.penalty.budget == 8
+
+
+def test_failing_reward_function_is_named_with_its_sample(tmp_path, tiny_model_dir):
+    from dler.reward_guard import RewardFunctionError
+
+    def broken_on_long(completions, completion_ids, **kwargs):
+        return [1.0 if len(ids) < 9 else float("nan") for ids in completion_ids]
+
+    trainer = make_trainer(tmp_path, tiny_model_dir, broken_on_long, truncation_length=16, dynamic_sampling=False)
+    with pytest.raises(RewardFunctionError, match=r"'broken_on_long' returned nan for sample \d+ \(prompt: "):
+        generate(trainer)
