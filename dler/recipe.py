@@ -52,6 +52,13 @@ class ScriptArguments:
             "choices": ["skip", "error"],
         },
     )
+    duplicate_problems: str = field(
+        default="skip",
+        metadata={
+            "help": "Rows repeating an earlier problem: 'skip' (reported) or 'error'.",
+            "choices": ["skip", "error"],
+        },
+    )
     preset: str = field(
         default="paper",
         metadata={
@@ -238,6 +245,7 @@ def train(script_args, training_args, model_args):
         answer_column=script_args.answer_column,
         on_invalid=script_args.invalid_answers,
         reward=reward,
+        on_duplicate=script_args.duplicate_problems,
     )
     if model_args.dtype not in (None, "auto") or model_args.attn_implementation:
         training_args.model_init_kwargs = {
