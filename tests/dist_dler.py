@@ -17,6 +17,7 @@ from helpers import addition_dataset, even_length, tiny_config  # noqa: E402
 
 from dler import DLERTrainer  # noqa: E402
 from dler.advantages import compute_advantages  # noqa: E402
+from dler.trainer import DynamicSamplingExhausted  # noqa: E402
 
 G = 4
 
@@ -27,8 +28,28 @@ def rank_skewed(completions, completion_ids, **kwargs):
     return even_length(completions, completion_ids)
 
 
+def never_solved(completions, **kwargs):
+    return [0.0] * len(completions)
+
+
+def exhaust(model_dir, output_dir, rank):
+    """No group ever has signal: every rank must stop at the same step, with the same counts."""
+    args = tiny_config(output_dir, truncation_length=16, max_sampling_rounds=2)
+    trainer = DLERTrainer(model=model_dir, reward_funcs=never_solved, args=args, train_dataset=addition_dataset())
+    try:
+        trainer.train()
+        return {"rank": rank, "error": None}
+    except DynamicSamplingExhausted as error:
+        return {"rank": rank, "error": str(error), "step": trainer.state.global_step}
+
+
 def main(model_dir, output_dir):
     rank = int(os.environ["RANK"])
+    if os.environ.get("DLER_TEST_MODE") == "exhaust":
+        result = exhaust(model_dir, output_dir, rank)
+        with open(os.path.join(output_dir, f"result-{rank}.json"), "w") as f:
+            json.dump(result, f)
+        return
     args = tiny_config(output_dir, truncation_length=16, max_steps=2)
     trainer = DLERTrainer(model=model_dir, reward_funcs=rank_skewed, args=args, train_dataset=addition_dataset())
     trainer.model.train()

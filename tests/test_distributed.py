@@ -13,8 +13,8 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 SCRIPT = Path(__file__).with_name("dist_dler.py")
 
 
-def torchrun(model_dir, output_dir, timeout=400):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+def torchrun(model_dir, output_dir, timeout=400, mode="balance"):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "DLER_TEST_MODE": mode}
     cmd = [
         sys.executable,
         "-m",
@@ -49,3 +49,11 @@ def test_uneven_ranks_rebalance_and_match_single_process_advantages(tiny_model_d
         assert r["max_error"] < 1e-5, "advantages differ from the single-process formula on the global batch"
         assert r["num_items"] == r["global_tokens"]
         assert r["steps"] == 2
+
+
+def test_no_signal_anywhere_stops_every_rank_at_the_same_step_with_counts(tiny_model_dir, tmp_path):
+    results = torchrun(tiny_model_dir, tmp_path, mode="exhaust")
+    assert results[0]["error"] and results[0]["error"] == results[1]["error"]
+    assert results[0]["step"] == results[1]["step"] == 0
+    assert "0 of the 8 groups with signal after 2 rounds" in results[0]["error"]  # 2 ranks x 4 groups
+    assert "16 groups scored all zero, 0 all positive" in results[0]["error"]
