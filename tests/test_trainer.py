@@ -345,3 +345,20 @@ def test_failing_reward_function_is_named_with_its_sample(tmp_path, tiny_model_d
     trainer = make_trainer(tmp_path, tiny_model_dir, broken_on_long, truncation_length=16, dynamic_sampling=False)
     with pytest.raises(RewardFunctionError, match=r"'broken_on_long' returned nan for sample \d+ \(prompt: "):
         generate(trainer)
+
+
+def test_unlimited_rounds_warn_as_they_grow(tmp_path, tiny_model_dir, caplog):
+    calls = []
+
+    def solved_after_ten_rounds(completions, completion_ids, **kwargs):
+        calls.append(1)
+        return even_length(completions, completion_ids) if len(calls) > 10 else [0.0] * len(completions)
+
+    trainer = make_trainer(tmp_path, tiny_model_dir, solved_after_ten_rounds, truncation_length=16)
+    with caplog.at_level("WARNING", logger="dler.trainer"):
+        generate(trainer)
+    assert trainer._metrics["train"]["dynamic_sampling/rounds"][-1] > 10
+    assert (
+        "Dynamic sampling needed 10 generation rounds for one batch (0/4 groups with signal; 40 all-zero"
+        in caplog.text
+    )
