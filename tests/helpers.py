@@ -52,3 +52,35 @@ def tiny_config(output_dir, **overrides):
     )
     settings.update(overrides)
     return DLERConfig(**settings)
+
+
+TINY_RECIPE = {  # the recipe entry point on the tiny model: 4 prompts x 4 rollouts per generation, 2 per update
+    "dtype": "float32",
+    "use_vllm": "false",
+    "gradient_checkpointing": "false",
+    "prompts_per_generation": 4,
+    "prompts_per_update": 2,
+    "num_generations": 4,
+    "per_device_train_batch_size": 8,
+    "max_completion_length": 16,
+    "truncation_length": 16,
+    "max_steps": 1,
+    "save_strategy": "no",
+    "report_to": "none",
+    "reward_workers": 0,
+}
+
+
+def recipe_args(model_dir, data, output_dir, **overrides) -> list[str]:
+    """A recipe command line for the tiny model and a local dataset; `overrides` replace or add settings."""
+    settings = {
+        "model_name_or_path": model_dir,
+        "dataset_name": data,
+        "output_dir": output_dir,
+        **TINY_RECIPE,
+        **overrides,
+    }
+    argv = []
+    for key, value in settings.items():
+        argv += [f"--{key}", *(map(str, value) if isinstance(value, list | tuple) else [str(value)])]
+    return argv

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import recipe_args
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = ROOT / "launch"
@@ -43,14 +44,22 @@ def test_scripts_are_valid_bash(script):
 
 
 def launch(*args, env=None):
-    return subprocess.run([str(LAUNCH / "run.sh"), *args], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "LAUNCH_DRY_RUN": "1", **(env or {})})
+    return subprocess.run(
+        [str(LAUNCH / "run.sh"), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "LAUNCH_DRY_RUN": "1", **(env or {})},
+    )
 
 
 def test_run_sh_builds_the_commands():
     gpu = launch("--config", "zero3_offload", "--nproc", "8", "recipes/dler_r1_7b.py", "--max_steps", "5")
     assert gpu.returncode == 0
-    assert "accelerate.commands.launch --config_file" in gpu.stdout and "zero3_offload.yaml --num_processes 8" in gpu.stdout
+    assert (
+        "accelerate.commands.launch --config_file" in gpu.stdout
+        and "zero3_offload.yaml --num_processes 8" in gpu.stdout
+    )
     assert gpu.stdout.strip().endswith("recipes/dler_r1_7b.py --max_steps 5")
     cpu = launch("--cpu", "--config", "zero3", "recipes/dler_r1_7b.py")
     assert "torch.distributed.run --standalone --nproc_per_node 2" in cpu.stdout
@@ -80,10 +89,22 @@ def test_slurm_multinode_script_wires_training_and_vllm_nodes(tmp_path):
     (bin_dir / "srun").write_text(f"#!/bin/bash\necho $* >> {tmp_path}/srun.log\n")  # one line per call
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_NODELIST": "node[1-3]",
-           "SLURM_JOB_ID": "7", "MODEL": "my/model", "VLLM_TP": "2"}
-    subprocess.run(["bash", str(LAUNCH / "slurm" / "train.sbatch"), "recipes/dler_r1_7b.py", "--max_steps", "5"],
-                   check=True, cwd=ROOT, env=env, capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_JOB_NODELIST": "node[1-3]",
+        "SLURM_JOB_ID": "7",
+        "MODEL": "my/model",
+        "VLLM_TP": "2",
+    }
+    subprocess.run(
+        ["bash", str(LAUNCH / "slurm" / "train.sbatch"), "recipes/dler_r1_7b.py", "--max_steps", "5"],
+        check=True,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     calls = (tmp_path / "srun.log").read_text()
     vllm = next(line for line in calls.splitlines() if "vllm_server.sh" in line)
     assert "-w node3" in vllm and "my/model --tp 2 --dp 8 --port 8000" in vllm
@@ -92,19 +113,15 @@ def test_slurm_multinode_script_wires_training_and_vllm_nodes(tmp_path):
     assert "--main_process_ip node1" in train and "--vllm_mode server --vllm_server_host node3" in train
     assert train.rstrip().endswith("--max_steps 5")
     one_node = {**env, "SLURM_JOB_NODELIST": "node1"}
-    (bin_dir / "scontrol").write_text('#!/bin/bash\n[[ $1 == show ]] && echo node1\n')
-    result = subprocess.run(["bash", str(LAUNCH / "slurm" / "train.sbatch"), "recipes/dler_r1_7b.py"], cwd=ROOT,
-                            env=one_node, capture_output=True, text=True)
+    (bin_dir / "scontrol").write_text("#!/bin/bash\n[[ $1 == show ]] && echo node1\n")
+    result = subprocess.run(
+        ["bash", str(LAUNCH / "slurm" / "train.sbatch"), "recipes/dler_r1_7b.py"],
+        cwd=ROOT,
+        env=one_node,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "needs at least 2 nodes" in result.stderr
-
-
-def tiny_run_args(model_dir, data, output_dir):
-    return ["--model_name_or_path", model_dir, "--dataset_name", str(data), "--output_dir", str(output_dir),
-            "--dtype", "float32", "--use_vllm", "false", "--gradient_checkpointing", "false",
-            "--prompts_per_generation", "4", "--prompts_per_update", "2", "--num_generations", "4",
-            "--per_device_train_batch_size", "4", "--max_completion_length", "16", "--truncation_length", "16",
-            "--dynamic_sampling", "false", "--max_steps", "2", "--save_strategy", "no", "--report_to", "none",
-            "--reward_workers", "1", "--logging_steps", "1"]
 
 
 @pytest.mark.slow
@@ -115,11 +132,29 @@ def test_zero_trains_the_recipe_on_two_cpu_ranks(zero, tiny_model_dir, tmp_path)
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps({"problem": f"{a} + 1", "answer": str(a + 1)}) + "\n" for a in range(16)))
     out = tmp_path / "out"
-    cmd = [str(LAUNCH / "run.sh"), "--cpu", "--config", zero, "--nproc", "2", "recipes/dler_r1_1p5b.py",
-           *tiny_run_args(tiny_model_dir, data, out)]
+    cmd = [
+        str(LAUNCH / "run.sh"),
+        "--cpu",
+        "--config",
+        zero,
+        "--nproc",
+        "2",
+        "recipes/dler_r1_1p5b.py",
+        *recipe_args(
+            tiny_model_dir,
+            data,
+            out,
+            per_device_train_batch_size=4,
+            dynamic_sampling="false",
+            max_steps=2,
+            reward_workers=1,
+            logging_steps=1,
+        ),
+    ]
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         output, _ = proc.communicate(timeout=500)
     except subprocess.TimeoutExpired:
@@ -132,8 +167,9 @@ def test_zero_trains_the_recipe_on_two_cpu_ranks(zero, tiny_model_dir, tmp_path)
 
 
 def test_make_targets_chain_train_eval_and_table():
-    out = subprocess.run(["make", "-n", "reproduce-dler-1p5b", "STAMP=/dev/null"], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["make", "-n", "reproduce-dler-1p5b", "STAMP=/dev/null"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     steps = [line for line in out.splitlines() if line.startswith("make ")]
     assert steps == [
         "make train RECIPE=recipes/dler_r1_1p5b.py",
@@ -141,8 +177,13 @@ def test_make_targets_chain_train_eval_and_table():
         "make eval MODEL=deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B EVAL_DIR=runs/eval/r1-1p5b",
         "make table RUNS=runs/eval/dler-r1-1p5b BASELINE=runs/eval/r1-1p5b REPORT_DIR=runs/eval/report-1p5b",
     ]
-    train = subprocess.run(["make", "-n", "train", "RECIPE=recipes/dler_r1_7b.py", "NPROC=8", "STAMP=/dev/null"],
-                           cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    train = subprocess.run(
+        ["make", "-n", "train", "RECIPE=recipes/dler_r1_7b.py", "NPROC=8", "STAMP=/dev/null"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "launch/run.sh --config zero2 --nproc 8 recipes/dler_r1_7b.py" in train
     help_text = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     for target in ("test", "demo", "train", "eval", "table", "reproduce-dler-1p5b", "penalty-grid"):

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import recipe_args
 
 from dler.recipe import batch_layout, run
 
@@ -93,50 +94,20 @@ def test_tiny_training_through_the_recipe_with_lora_and_auto_resume(tiny_model_d
         + json.dumps({"problem": "broken", "answer": "\\frac{"})
         + "\n"
     )
-    argv = [
-        "--model_name_or_path",
+    argv = recipe_args(
         tiny_model_dir,
-        "--dataset_name",
-        str(data),
-        "--output_dir",
-        str(tmp_path / "out"),
-        "--use_cpu",
-        "true",
-        "--bf16",
-        "false",
-        "--dtype",
-        "float32",
-        "--gradient_checkpointing",
-        "false",
-        "--prompts_per_generation",
-        "4",
-        "--prompts_per_update",
-        "2",
-        "--num_generations",
-        "4",
-        "--per_device_train_batch_size",
-        "8",
-        "--max_completion_length",
-        "16",
-        "--truncation_length",
-        "16",
-        "--dynamic_sampling",
-        "false",
-        "--max_steps",
-        "2",
-        "--save_steps",
-        "2",
-        "--report_to",
-        "none",
-        "--reward_workers",
-        "0",
-        "--use_peft",
-        "--lora_r",
-        "4",
-        "--lora_target_modules",
-        "q_proj",
-        "v_proj",
-    ]
+        data,
+        tmp_path / "out",
+        use_cpu="true",
+        bf16="false",
+        dynamic_sampling="false",
+        max_steps=2,
+        save_steps=2,
+        save_strategy="steps",
+        use_peft="true",
+        lora_r=4,
+        lora_target_modules=["q_proj", "v_proj"],
+    )
     trainer = run({}, argv)
     assert trainer.state.global_step == 2 and len(trainer.train_dataset) == 12  # the unparseable gold was skipped
     assert type(trainer.model).__name__.startswith("Peft")
@@ -182,44 +153,9 @@ def test_concise_stage_two_keeps_occasionally_solvable_problems(tiny_model_dir, 
             for i, p in enumerate(rates)
         )
     )
-    argv = [
-        "--model_name_or_path",
-        tiny_model_dir,
-        "--dataset_name",
-        str(data),
-        "--output_dir",
-        str(tmp_path / "o"),
-        "--use_cpu",
-        "true",
-        "--bf16",
-        "false",
-        "--dtype",
-        "float32",
-        "--gradient_checkpointing",
-        "false",
-        "--use_vllm",
-        "false",
-        "--prompts_per_generation",
-        "4",
-        "--prompts_per_update",
-        "2",
-        "--num_generations",
-        "4",
-        "--per_device_train_batch_size",
-        "8",
-        "--max_completion_length",
-        "16",
-        "--truncation_length",
-        "16",
-        "--max_steps",
-        "1",
-        "--save_strategy",
-        "no",
-        "--report_to",
-        "none",
-        "--reward_workers",
-        "0",
-    ]
+    argv = recipe_args(
+        tiny_model_dir, data, tmp_path / "o", use_cpu="true", bf16="false", per_device_train_batch_size=8
+    )
     trainer = run(recipe_defaults("concise_two_stage"), argv)
     assert sorted(trainer.train_dataset["solve_rate"]) == [0.25, 0.5, 0.5, 0.75]
     with pytest.raises(ValueError, match="3 problems cannot fill a generation batch"):
