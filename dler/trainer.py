@@ -214,6 +214,9 @@ class DLERTrainer(GRPOTrainer):
         metrics = self._metrics["train"]
         metrics["dynamic_sampling/rounds"].append(len(scores))
         metrics["dynamic_sampling/prompts_generated_per_kept"].append(generated / target)
+        metrics["dynamic_sampling/run_prompts_generated_per_kept"].append(
+            self._prompts_generated / self._prompts_trained
+        )
         metrics["dynamic_sampling/partial_batch"].append(float(final_quota < quota))
         self._log_scores("train", scores, group_size)
 

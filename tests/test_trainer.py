@@ -82,6 +82,10 @@ def test_dynamic_sampling_refills_with_groups_that_have_signal(tmp_path, tiny_mo
     assert metrics["dynamic_sampling/rounds"][-1] >= 2
     assert metrics["dynamic_sampling/groups_all_zero"][-1] >= 4
     assert metrics["dynamic_sampling/prompts_generated_per_kept"][-1] >= 2
+    assert (
+        metrics["dynamic_sampling/run_prompts_generated_per_kept"][-1]
+        == metrics["dynamic_sampling/prompts_generated_per_kept"][-1]
+    )
     assert out["num_items_in_batch"].item() == out["completion_mask"].sum().item()
     assert trainer._prompt_stream.state_dict()["position"] > 0
 
