@@ -125,3 +125,20 @@ def save_tiny(path: str | Path, seed: int = 0, warm_up: bool = True) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def ensure_tiny_assets(root: str | Path = "runs/tiny", problems: int = 256, seed: int = 0) -> tuple[Path, Path]:
+    """The tiny model and an offline training file of addition problems under `root`, built on first use."""
+    import json
+
+    root = Path(root)
+    model_dir, data = root / "model", root / "train.jsonl"
+    if not (model_dir / "config.json").exists():
+        save_tiny(model_dir, seed=seed)
+    if not data.exists():
+        rng = random.Random(seed)
+        with open(data, "w") as f:
+            for _ in range(problems):
+                a, b = rng.randint(0, 99), rng.randint(0, 99)
+                f.write(json.dumps({"problem": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n")
+    return model_dir, data

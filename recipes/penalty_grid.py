@@ -1,8 +1,9 @@
 """The DLER paper's Fig. 8 grid: every length penalty under each optimisation recipe, on one model.
 
-Each cell runs a training recipe (a script with `ScriptArguments` and `main(script_args, training_args,
-model_args)`, e.g. recipes/dler_tiny.py) with `--penalty P --optimizer_recipe R --output_dir OUT/P-R` added to the
-arguments given after `--`, then records the cell's final metrics in OUT/grid.json and OUT/grid.md.
+Each cell runs a training recipe with `--penalty P --optimizer_recipe R --output_dir OUT/P-R` added to the
+arguments given after `--`, then records the cell's final metrics in OUT/grid.json and OUT/grid.md. A recipe is
+either one of recipes/*.py (a `DEFAULTS` dict for `dler.recipe`, and optionally `prepare()`), or any script with
+`ScriptArguments` and `main(script_args, training_args, model_args)` returning the trainer.
 
     python recipes/penalty_grid.py --recipe recipes/dler_tiny.py --penalties truncation,cosine,kimi \
         --optimizer_recipes grpo,dler --output_dir runs/grid -- --max_steps 50
@@ -29,10 +30,21 @@ def load_recipe(path: str):
         raise FileNotFoundError(f"--recipe {path}: no such file")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    for name in ("ScriptArguments", "main"):
-        if not hasattr(module, name):
-            raise AttributeError(f"--recipe {path} has no `{name}`: a grid recipe defines ScriptArguments and main()")
+    if not hasattr(module, "DEFAULTS") and not all(hasattr(module, n) for n in ("ScriptArguments", "main")):
+        raise AttributeError(
+            f"--recipe {path} has neither DEFAULTS (a dler.recipe recipe) nor ScriptArguments and main()"
+        )
     return module
+
+
+def recipe_runner(recipe):
+    """(parse argv -> (script, training, model) args, train -> trainer) for either kind of recipe."""
+    if hasattr(recipe, "DEFAULTS"):
+        from dler import recipe as shared
+
+        return (lambda argv: shared.parse(recipe.DEFAULTS, argv)[:3]), shared.train
+    parser = TrlParser((recipe.ScriptArguments, DLERConfig, ModelConfig))
+    return parser.parse_args_and_config, recipe.main
 
 
 def final_metrics(log_history: list[dict]) -> dict:
@@ -55,15 +67,19 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(ours)
 
     recipe = load_recipe(args.recipe)
-    recipe_parser = TrlParser((recipe.ScriptArguments, DLERConfig, ModelConfig))
+    parse, train = recipe_runner(recipe)
     cells = []
     for penalty in args.penalties.split(","):
         for optimizer in args.optimizer_recipes.split(","):
             out = str(Path(args.output_dir) / f"{penalty}-{optimizer}")
             cell_args = [*rest, "--penalty", penalty, "--optimizer_recipe", optimizer, "--output_dir", out]
+            if args.dry_run and hasattr(recipe, "DEFAULTS"):
+                cell_args.append("--dry-run")  # dler.recipe resolves a plan anywhere, without GPU checks
             # Parsed afresh per cell: the optimizer recipe fills in fields only while they are unset.
-            cells.append((penalty, optimizer, recipe_parser.parse_args_and_config(cell_args)))
+            cells.append((penalty, optimizer, parse(cell_args)))
 
+    if not args.dry_run and hasattr(recipe, "prepare"):
+        recipe.prepare()
     results = []
     for penalty, optimizer, (script_args, training_args, model_args) in cells:
         settings = {
@@ -79,7 +95,7 @@ def main(argv=None) -> list[dict]:
             print(json.dumps(settings))
             continue
         print(f"== {penalty} x {optimizer} ==", flush=True)
-        trainer = recipe.main(script_args, training_args, model_args)
+        trainer = train(script_args, training_args, model_args)
         results.append({**settings, **final_metrics(trainer.state.log_history)})
 
     if not args.dry_run:

@@ -102,7 +102,31 @@ def test_recipe_without_main_fails_clearly(tmp_path):
     import penalty_grid
 
     (tmp_path / "bad.py").write_text("x = 1\n")
-    with pytest.raises(AttributeError, match="ScriptArguments"):
+    with pytest.raises(AttributeError, match="neither DEFAULTS"):
         penalty_grid.load_recipe(str(tmp_path / "bad.py"))
     with pytest.raises(FileNotFoundError, match="no such file"):
         penalty_grid.load_recipe(str(tmp_path / "missing.py"))
+
+
+def test_dler_recipe_cells_keep_the_recipe_batch_arithmetic(capsys):
+    import penalty_grid
+
+    penalty_grid.main(
+        [
+            "--recipe",
+            str(ROOT / "recipes" / "dler_r1_7b.py"),
+            "--penalties",
+            "cosine",
+            "--optimizer_recipes",
+            "grpo,dler",
+            "--dry-run",
+            "--",
+            "--num_processes",
+            "64",
+        ]
+    )
+    cells = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(c["penalty"], c["optimizer_recipe"], c["advantage_normalization"]) for c in cells] == [
+        ("cosine", "grpo", "group"),
+        ("cosine", "dler", "batch"),
+    ]
