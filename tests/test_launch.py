@@ -127,7 +127,7 @@ def test_slurm_multinode_script_wires_training_and_vllm_nodes(tmp_path):
 @pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])
-def test_zero_trains_the_recipe_on_two_cpu_ranks(zero, tiny_model_dir, tmp_path):
+def test_zero_trains_dler_tiny_on_two_cpu_ranks(zero, tiny_model_dir, tmp_path):
     pytest.importorskip("deepspeed")
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps({"problem": f"{a} + 1", "answer": str(a + 1)}) + "\n" for a in range(16)))
@@ -139,7 +139,7 @@ def test_zero_trains_the_recipe_on_two_cpu_ranks(zero, tiny_model_dir, tmp_path)
         zero,
         "--nproc",
         "2",
-        "recipes/dler_r1_1p5b.py",
+        "recipes/dler_tiny.py",  # its DEFAULTS, the tiny model and data given explicitly
         *recipe_args(
             tiny_model_dir,
             data,

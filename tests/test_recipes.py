@@ -160,3 +160,9 @@ def test_concise_stage_two_keeps_occasionally_solvable_problems(tiny_model_dir, 
     assert sorted(trainer.train_dataset["solve_rate"]) == [0.25, 0.5, 0.5, 0.75]
     with pytest.raises(ValueError, match="3 problems cannot fill a generation batch"):
         run(recipe_defaults("concise_two_stage"), [*argv, "--max_problems", "3"])
+
+
+def test_dler_tiny_dry_run_is_a_cpu_run_of_the_same_entry_point(capsys):
+    plan = dry_run("dler_tiny", capsys, "--num_processes", "2")
+    assert plan["batch"]["samples_per_update"] == 2 * 4 and plan["batch"]["updates_per_generation"] == 2
+    assert plan["training"]["use_vllm"] is False and plan["model"]["model_name_or_path"] == "runs/tiny/model"
