@@ -52,7 +52,12 @@ def build_tiny_tokenizer(vocab_size: int = 512, seed: int = 0) -> PreTrainedToke
 
 
 def build_tiny_model(
-    tokenizer: PreTrainedTokenizerFast, hidden_size: int = 64, num_layers: int = 2, seed: int = 0
+    tokenizer: PreTrainedTokenizerFast,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    seed: int = 0,
+    num_key_value_heads: int = 2,
+    rope_theta: float = 10000.0,
 ) -> Qwen2ForCausalLM:
     """A randomly initialised Qwen2 causal LM sized for CPU tests (about 0.1 M parameters)."""
     torch.manual_seed(seed)
@@ -62,8 +67,9 @@ def build_tiny_model(
         intermediate_size=2 * hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=4,
-        num_key_value_heads=2,
+        num_key_value_heads=num_key_value_heads,
         max_position_embeddings=2048,
+        rope_parameters={"rope_type": "default", "rope_theta": rope_theta},
         tie_word_embeddings=True,
         bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id,
