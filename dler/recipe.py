@@ -220,8 +220,12 @@ def select_problems(rows, solve_rate_column: str | None, max_problems: int | Non
     return rows
 
 
-def train(script_args, training_args, model_args):
-    """Load data and model, train with DLER, resume from the last checkpoint in `output_dir` if there is one."""
+def train(script_args, training_args, model_args, callbacks=None):
+    """Load data and model, train with DLER, resume from the last checkpoint in `output_dir` if there is one.
+
+    `callbacks`: extra `TrainerCallback`s; a `ProgressCallback` among them replaces the default progress bar.
+    """
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from transformers.trainer_utils import get_last_checkpoint
 
     from dler.data import load_rows, math_prompts
@@ -266,16 +270,21 @@ def train(script_args, training_args, model_args):
         train_dataset=dataset,
         peft_config=get_peft_config(model_args),
     )
+    for callback in callbacks or []:
+        if isinstance(callback, ProgressCallback):
+            for default in (ProgressCallback, PrinterCallback):  # the caller's bar replaces the default one
+                trainer.remove_callback(default)
+        trainer.add_callback(callback)
     last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
     trainer.train(resume_from_checkpoint=last)  # a requeued Slurm job continues where it stopped
     trainer.save_model()
     return trainer
 
 
-def run(defaults: dict, argv: list[str] | None = None):
-    """A recipe's `__main__`: parse, then print the plan (`--dry-run`) or train."""
+def run(defaults: dict, argv: list[str] | None = None, callbacks=None):
+    """A recipe's `__main__`: parse, then print the plan (`--dry-run`) or train (returns the trainer)."""
     script_args, training_args, model_args, layout = parse(defaults, argv)
     if script_args.dry_run:
         print(json.dumps(describe(script_args, training_args, model_args, layout), indent=2, default=str))
         return None
-    return train(script_args, training_args, model_args)
+    return train(script_args, training_args, model_args, callbacks)
