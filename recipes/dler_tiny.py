@@ -1,11 +1,14 @@
-"""DLER on the tiny offline model, for CPUs: the same code path as the R1 recipes, in seconds.
+"""DLER on a tiny offline model, for CPUs: the same code path as the R1 recipes (data, real math grader, batch
+arithmetic, launchers), in seconds.
 
-The tiny Qwen2 model and a file of addition problems are built under runs/tiny/ on first use (nothing is
-downloaded). The grader is the real math reward, which the untrained tiny model never satisfies, so this checks the
-machinery (data, grading, batch arithmetic, launchers), not learning; `make demo` shows learning.
+By default it trains the tiny Qwen2 model built under runs/tiny/ on first use (nothing is downloaded) on a file of
+addition problems. That untrained model never earns the math reward, so the default run checks the machinery, not
+learning. `make demo` shows learning through this same recipe: it warm-starts a model on its toy task, then runs
+this file's `DEFAULTS` with its own model, data and budget on the command line (it prints the command).
 
     python recipes/dler_tiny.py
     launch/run.sh --cpu --config zero2 --nproc 2 recipes/dler_tiny.py
+    python recipes/dler_tiny.py --model_name_or_path runs/demo/sft --dataset_name runs/demo/train.jsonl ...
 """
 
 from dler.recipe import run

@@ -1,13 +1,73 @@
-"""The CPU tour behind `make demo`, shortened."""
+"""`make demo`, shortened: the same pipeline (toy task, SFT warm start, evaluation, DLER through the toy recipe,
+evaluation, report and plot) on one-digit additions with a few steps of each stage."""
+
+import json
 
 import pytest
 
 pytestmark = pytest.mark.slow
 
+SHORT = [
+    "--digits", "1",
+    "--sft-steps", "150",
+    "--sft-problems", "2400",
+    "--rl-problems", "64",
+    "--rl-steps", "8",
+    "--rl-lr", "5e-4",
+    "--eval-problems", "64",
+    "--threads", "1",
+]  # fmt: skip
 
-def test_tour_shortens_answers(tmp_path, capsys):
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
     from dler.demo import main
 
-    result = main(["--steps", "4", "--output-dir", str(tmp_path)])
-    assert result["last_mean_length"] < 0.8 * result["first_mean_length"]
-    assert "Mean answer length" in capsys.readouterr().out
+    out = tmp_path_factory.mktemp("demo")
+    return out, main([*SHORT, "--output-dir", str(out)])
+
+
+def test_report_and_plot_are_written(short_run):
+    out, report = short_run
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    for side in ("before", "after"):
+        assert {"accuracy", "mean_length", "problems"} <= set(on_disk[side])
+        assert 0.0 <= on_disk[side]["accuracy"] <= 1.0 and on_disk[side]["mean_length"] > 0
+    assert {"length_reduction", "accuracy_change", "targets", "settings", "history", "elapsed_s"} <= set(on_disk)
+    settings = on_disk["settings"]
+    assert settings["seed"] == 0 and settings["necessary_length"] < settings["budget"]
+    assert on_disk["elapsed_s"]["total"] > 0
+    png = out / "training.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert (out / "sft" / "config.json").exists() and (out / "dler" / "config.json").exists()
+    command = settings["dler_command"]
+    assert command[:2] == ["python", "recipes/dler_tiny.py"], "DLER trains through the tiny recipe"
+    assert command[command.index("--model_name_or_path") + 1] == str(out / "sft")
+
+
+def test_pipeline_ran_end_to_end(short_run):
+    _, report = short_run
+    before, after = report["before"], report["after"]
+    assert before["mean_verify_lines"] > 0.5, "the warm-started model should be verbose"
+    history = report["history"]
+    assert len(history) >= 4 and all(0 <= h["accuracy"] <= 1 for h in history)
+    assert history[0]["accuracy"] > 0, "some rollouts must be right, or no group carries signal"
+    # the budget bites: the rollouts get shorter during DLER, and so do the held-out answers
+    assert history[-1]["mean_length"] < history[0]["mean_length"]
+    assert after["mean_length"] < before["mean_length"]
+    assert report["length_reduction"] == pytest.approx(1 - after["mean_length"] / before["mean_length"])
+    assert report["accuracy_change"] == pytest.approx(after["accuracy"] - before["accuracy"])
+
+
+def test_same_seed_same_report(tmp_path):
+    from dler.demo import main
+
+    tiny = ["--digits", "1", "--sft-steps", "20", "--sft-problems", "640", "--rl-problems", "16", "--rl-steps", "2",
+            "--eval-problems", "16", "--threads", "1"]  # fmt: skip
+    first, second = (main([*tiny, "--output-dir", str(tmp_path / name)]) for name in ("a", "b"))
+    for report in (first, second):
+        report.pop("elapsed_s")
+        report["settings"].pop("output_dir")
+        report["settings"].pop("dler_command")  # names the output folder
+    assert first["history"] and first == second
