@@ -239,7 +239,7 @@ class DLERConfig(GRPOConfig):
         },
     )
     skip_exploration: float = field(
-        default=0.1,
+        default=0.05,
         metadata={
             "help": "With skip_no_signal_prompts: probability that a skipped prompt is generated anyway when it comes "
             "up, so no prompt is excluded forever. In (0, 1]."
