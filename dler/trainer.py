@@ -6,6 +6,8 @@ Two narrow overrides keep TRL's own generation, scoring and loss code upstream:
 - `_generate_and_score_completions` is wrapped (never copied) by the dynamic-sampling loop: call TRL, drop groups
   with no signal, call TRL again on fresh prompts until the batch is full, cut it to size, even it out across
   ranks, and recompute the advantages (batch-wise normalisation) and `num_items_in_batch` on the final batch.
+  Optionally it generates less (docs/dynamic_sampling.md): a first round sized from the kept fraction, surplus
+  groups carried to later batches, prompts without recent signal skipped.
 Clip-higher is TRL's own `epsilon_high`.
 """
 
@@ -322,14 +324,11 @@ class DLERTrainer(GRPOTrainer):
                 keep = torch.ones(len(self._round.shaped) // group_size, dtype=torch.bool)
             round_index, per_rank = len(scores) - 1, len(keep) // num_processes
             if round_index == 0 and keep.all() and not selected and len(keep) == target:
-                selected = [
-                    GroupRef(self._generations, 0, g, g // per_rank, self._round.group(g, group_size))
-                    for g in range(len(keep))
-                ]
+                selected = [self._group_ref(round_index, g, per_rank) for g in range(len(keep))]
                 break
             check_keys(output)
             for g in keep.nonzero().flatten().tolist():
-                ref = GroupRef(self._generations, round_index, g, g // per_rank, self._round.group(g, group_size))
+                ref = self._group_ref(round_index, g, per_rank)
                 selected.append(ref)
                 if ref.owner == rank:
                     start = (g % per_rank) * group_size
@@ -354,6 +353,11 @@ class DLERTrainer(GRPOTrainer):
         for name, value in counts.items():
             self._metrics["train"][f"dynamic_sampling/groups_{name}"].append(float(value))
         return output, scores, selected, rows, quota
+
+    def _group_ref(self, round_index: int, group: int, per_rank: int) -> GroupRef:
+        """Global group `group` of this batch's round `round_index` (`per_rank` groups per rank)."""
+        scores = self._round.group(group, self.num_generations)
+        return GroupRef(self._generations, round_index, group, group // per_rank, scores)
 
     def _first_round(self, inputs, quota, need):
         """The first round's prompts: the sampler's batch (paper), enlarged for `need` groups at the recent kept
@@ -525,6 +529,7 @@ class DLERTrainer(GRPOTrainer):
         return {"num_processes": self.accelerator.num_processes, "groups": groups}
 
     def load_carry_state_dict(self, state: dict) -> None:
+        """Restore the carry buffer saved by `carry_state_dict` (same number of ranks only)."""
         if state["num_processes"] != self.accelerator.num_processes:
             raise ValueError(
                 f"The checkpoint carries groups generated on {state['num_processes']} ranks; this run has "

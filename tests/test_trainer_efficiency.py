@@ -91,7 +91,13 @@ def test_adaptive_first_round_needs_about_one_round_per_step(tmp_path, tiny_mode
 def test_prompts_without_signal_are_skipped_but_still_explored(tmp_path, tiny_model_dir):
     reward = alternating_if(lambda a: a % 2 == 0)  # odd a: never any signal
     trainer = make_trainer(
-        tmp_path, tiny_model_dir, reward, addition_dataset(16), skip_no_signal_prompts=True, skip_after=1
+        tmp_path,
+        tiny_model_dir,
+        reward,
+        addition_dataset(16),
+        skip_no_signal_prompts=True,
+        skip_after=1,
+        skip_exploration=0.2,  # high enough to see exploration within 8 steps
     )
     for _ in range(8):
         step(trainer, (1, 3, 5, 7))  # the sampler's batch is not generated: prompts come from the stream
