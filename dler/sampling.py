@@ -133,8 +133,11 @@ def prompts_for(need: int, kept_fraction: float, confidence: float) -> float:
 def first_round_prompts(
     need: int, base: int, num_processes: int, kept_fraction: float | None, max_factor: float, confidence: float
 ) -> int:
-    """Prompts per rank for a step's first round: enough for `need` kept groups over all ranks at the recent kept
-    fraction, never fewer than the sampler's `base` nor more than `base * max_factor`. `base` until observed."""
+    """Prompts per rank for a generation round: enough for `need` more kept groups over all ranks at the kept
+    fraction `kept_fraction` (with `confidence` standard deviations of margin, see `prompts_for`), never fewer than
+    the sampler's `base` (the paper's round) nor more than `base * max_factor`. `base` when nothing is observed yet.
+
+    Sizes a step's first round from the moving average, and its later rounds through `later_round_prompts`."""
     if kept_fraction is None:
         return base
     wanted = prompts_for(need, kept_fraction, confidence) / num_processes
@@ -142,6 +145,29 @@ def first_round_prompts(
     if wanted <= base:
         return base
     return cap if wanted >= cap else math.ceil(wanted - 1e-9)
+
+
+def later_round_prompts(
+    need: int,
+    base: int,
+    num_processes: int,
+    kept_fraction: float | None,
+    kept: int,
+    generated: int,
+    decay: float,
+    max_factor: float,
+    confidence: float,
+) -> int:
+    """Prompts per rank for a later round of a step that still misses `need` groups after generating `generated`
+    groups and keeping `kept` of them: `first_round_prompts` at the kept fraction the moving average
+    `kept_fraction` would have if the step ended now (this step's rounds folded in with `decay`; taken as is when
+    there is no average yet, as in the run's first step). Never below `base`, the paper's round; the cap while
+    the estimate is 0 (the run's first step has kept nothing yet).
+
+    A later round runs only because the earlier ones came up short, so this step's own fraction is biased low;
+    folding it into the average keeps the estimate from swinging on one unlucky round."""
+    estimate = update_kept_fraction(kept_fraction, kept, generated, decay)
+    return first_round_prompts(need, base, num_processes, estimate, max_factor, confidence)
 
 
 @dataclass

@@ -40,6 +40,7 @@ from dler.sampling import (
     classify_groups,
     draw_prompts,
     first_round_prompts,
+    later_round_prompts,
     partial_quota,
     update_kept_fraction,
 )
@@ -349,7 +350,10 @@ class DLERTrainer(GRPOTrainer):
                     counts["all_zero"],
                     counts["all_positive"],
                 )
-            round_inputs = self._next_prompts(quota)
+            generated = sum(len(s.shaped) for s in scores) // group_size
+            round_inputs = self._next_prompts(
+                self._later_round(quota, target - len(selected), counts["kept"], generated)
+            )
         for name, value in counts.items():
             self._metrics["train"][f"dynamic_sampling/groups_{name}"].append(float(value))
         return output, scores, selected, rows, quota
@@ -379,6 +383,25 @@ class DLERTrainer(GRPOTrainer):
         if self._skip is not None:
             return self._next_prompts(n)
         return inputs + self._next_prompts(n - quota) if n > quota else inputs
+
+    def _later_round(self, quota: int, need: int, kept: int, generated: int) -> int:
+        """Prompts per rank for a step's next round: the sampler's batch (paper), or with adaptive_first_round
+        enough for the `need` missing groups at the kept fraction seen so far (this step's `kept` of `generated`
+        groups folded into the moving average, or alone in the run's first step), never fewer than the sampler's."""
+        args = self.args
+        if not args.adaptive_first_round:
+            return quota
+        return later_round_prompts(
+            need,
+            quota,
+            self.accelerator.num_processes,
+            self._kept_fraction,
+            kept,
+            generated,
+            args.kept_fraction_decay,
+            args.max_first_round_factor,
+            args.first_round_confidence,
+        )
 
     def _take_carried(self, n: int) -> list[GroupRef]:
         """Up to `n` carried groups for this batch, oldest first, after dropping (and counting) the too old."""

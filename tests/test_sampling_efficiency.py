@@ -11,6 +11,7 @@ from dler.sampling import (
     SkipHistory,
     draw_prompts,
     first_round_prompts,
+    later_round_prompts,
     prompts_for,
     update_kept_fraction,
 )
@@ -43,6 +44,36 @@ def test_first_round_prompts_sized_capped_and_never_below_the_sampler():
     assert first_round_prompts(16, 8, 2, None, 4, 1) == 8  # not yet observed: the sampler's batch
     assert first_round_prompts(4, 8, 2, 0.9, 4, 1) == 8  # need covered by the sampler's batch: never smaller
     assert first_round_prompts(0, 8, 2, 0.5, 4, 1) == 8  # carried groups cover the need: still one plain round
+
+
+def test_later_round_in_the_first_step_is_sized_from_the_first_round_alone():
+    # 1 rank, sampler's round 8 prompts; the first round kept 2 of 8 (f = 0.25): 6 groups missing
+    later = dict(base=8, num_processes=1, kept_fraction=None, kept=2, generated=8, decay=0.8, max_factor=8)
+    assert later_round_prompts(6, **later, confidence=0) == 24  # 6 / 0.25
+    # z = 1: sqrt(n) = (sqrt(.1875) + sqrt(.1875 + 6)) / 0.5 = 5.841 -> n = 34.12 -> 35 (34 would keep 5.98 - sd)
+    assert later_round_prompts(6, **later, confidence=1) == 35
+    assert 35 * 0.25 - math.sqrt(35 * 0.1875) >= 6 > 34 * 0.25 - math.sqrt(34 * 0.1875)
+    assert later_round_prompts(6, **{**later, "max_factor": 2}, confidence=0) == 16  # capped at 2 x 8
+    # nothing kept yet in the run's first step: the estimate is 0, so the cap (4 x 8), not the paper's 8
+    assert later_round_prompts(8, 8, 1, None, kept=0, generated=8, decay=0.8, max_factor=4, confidence=1) == 32
+    # 2 ranks x 8 prompts, 4 of 16 groups kept: 12 missing at 0.25 = 48 prompts = 24 per rank
+    assert later_round_prompts(12, 8, 2, None, kept=4, generated=16, decay=0.8, max_factor=8, confidence=0) == 24
+    # 1 of 16 kept: 15 missing at 1/16 = 240 prompts, 120 per rank: capped at 4 x 8
+    assert later_round_prompts(15, 8, 2, None, kept=1, generated=16, decay=0.8, max_factor=4, confidence=0) == 32
+
+
+def test_later_round_folds_the_step_into_the_moving_average_and_never_goes_below_the_sampler():
+    # average 0.5, this step 2 of 8 kept (0.25): 0.8 * 0.5 + 0.2 * 0.25 = 0.45; 6 missing / 0.45 = 13.3 -> 14
+    assert later_round_prompts(6, 8, 1, 0.5, kept=2, generated=8, decay=0.8, max_factor=8, confidence=0) == 14
+    # decay 0: this step alone, as in the first step: 6 / 0.25 = 24
+    assert later_round_prompts(6, 8, 1, 0.5, kept=2, generated=8, decay=0.0, max_factor=8, confidence=0) == 24
+    # nothing kept this step with an average: 0.8 * 0.5 = 0.4, 6 / 0.4 = 15 (not the cap)
+    assert later_round_prompts(6, 8, 1, 0.5, kept=0, generated=8, decay=0.8, max_factor=8, confidence=0) == 15
+    # one group missing at a high fraction: the paper's round, never fewer prompts
+    assert later_round_prompts(1, 8, 1, 0.9, kept=7, generated=8, decay=0.8, max_factor=4, confidence=1) == 8
+    # the same sizing as the first round at the folded fraction (one rule, not two)
+    folded = update_kept_fraction(0.3, 5, 40, 0.8)
+    assert later_round_prompts(9, 8, 2, 0.3, 5, 40, 0.8, 4, 1) == first_round_prompts(9, 8, 2, folded, 4, 1)
 
 
 def test_carry_buffer_takes_oldest_first_and_evicts_by_age():

@@ -12,6 +12,7 @@ import torch
 from helpers import addition_dataset, alternating_if, tiny_config
 
 from dler import DLERTrainer
+from dler.sampling import later_round_prompts
 
 pytestmark = pytest.mark.slow
 G = 4
@@ -82,10 +83,31 @@ def test_adaptive_first_round_needs_about_one_round_per_step(tmp_path, tiny_mode
     for _ in range(6):
         step(trainer, (0, 1, 2, 3))
     rounds = metric(trainer, "rounds")
-    assert rounds[0] >= 2, "the first step, not yet sized, needs several rounds of 4 prompts"
-    assert statistics.fmean(rounds[1:]) <= 1.4, rounds
+    assert statistics.fmean(rounds) <= 1.4, rounds
     assert metric(trainer, "first_round_prompts")[-1] > 16  # sized for a quarter kept: ~5x the sampler's 4
     assert 0.15 < metric(trainer, "kept_fraction")[-1] < 0.4
+
+
+def test_first_step_sizes_its_later_rounds_from_its_first_round(tmp_path, tiny_model_dir):
+    """The run's first step has no moving average: its first round is the sampler's 4 prompts and keeps 1 (a = 0).
+    The second round is sized for the 3 missing groups at that 1/4 (20 prompts at one standard deviation), so
+    the step needs 2 rounds. Later rounds of the sampler's size keep ~1 group each: that step needs 6 rounds."""
+    reward = alternating_if(lambda a: a % 4 == 0)
+    trainer = make_trainer(tmp_path, tiny_model_dir, reward, adaptive_first_round=True, max_first_round_factor=8.0)
+    step(trainer, (0, 1, 2, 3))
+    assert metric(trainer, "first_round_prompts") == [4.0], "no average yet: the sampler's batch"
+    assert metric(trainer, "rounds") == [2], "the second round is sized from the first round's kept fraction"
+    second = later_round_prompts(3, 4, 1, None, kept=1, generated=4, decay=0.8, max_factor=8.0, confidence=1.0)
+    assert second == 20
+    assert metric(trainer, "prompts_generated_per_kept") == [(4 + second) / 4]
+    kept = metric(trainer, "groups_kept")[0]
+    assert metric(trainer, "kept_fraction") == [pytest.approx(kept / (4 + second))], "the first step seeds it"
+
+    paper = make_trainer(tmp_path / "paper", tiny_model_dir, reward)  # off: later rounds keep the sampler's 4
+    step(paper, (0, 1, 2, 3))
+    paper_rounds = metric(paper, "rounds")[0]
+    assert paper_rounds >= 3, "the same step needs several rounds of the sampler's size"  # 6 with this seed
+    assert metric(paper, "prompts_generated_per_kept") == [paper_rounds]
 
 
 def test_prompts_without_signal_are_skipped_but_still_explored(tmp_path, tiny_model_dir):
