@@ -187,22 +187,25 @@ class DLERConfig(GRPOConfig):
         default=False,
         metadata={
             "help": "Size each step's first generation round from the recent fraction of kept groups, so most steps "
-            "need one round: the sampler's prompts plus extra ones from the prompt stream. Off (paper): every "
-            "round has the sampler's batch size. Needs dynamic_sampling."
+            "need one round: the sampler's prompts plus extra ones from the prompt stream. A later round of the "
+            "step, if any, is sized the same way for the groups still missing, at the kept fraction seen so far "
+            "(this step's rounds folded into the moving average; alone in the run's first step, which has no "
+            "average yet). No round is smaller than the sampler's batch. Off (paper): every round has the "
+            "sampler's batch size. Needs dynamic_sampling."
         },
     )
     max_first_round_factor: float = field(
         default=4.0,
         metadata={
-            "help": "With adaptive_first_round: the first round holds at most this many times the sampler's "
-            "prompts. Must be >= 1."
+            "help": "With adaptive_first_round: any round (first or later) holds at most this many times the "
+            "sampler's prompts. Must be >= 1."
         },
     )
     first_round_confidence: float = field(
         default=1.0,
         metadata={
             "help": "With adaptive_first_round: safety margin, in binomial standard deviations, on the number of kept "
-            "groups the first round is sized for (0 = sized for the expected count, about half the steps then need "
+            "groups each round is sized for (0 = sized for the expected count, about half the steps then need "
             "a second round). Must be >= 0."
         },
     )
@@ -210,7 +213,7 @@ class DLERConfig(GRPOConfig):
         default=0.8,
         metadata={
             "help": "With adaptive_first_round: weight of the past in the moving average of the kept fraction "
-            "(0 = last step only). In [0, 1)."
+            "(0 = last step only); a later round folds the step's rounds so far in with the same weight. In [0, 1)."
         },
     )
     max_carry_age: int = field(
