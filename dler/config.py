@@ -182,6 +182,73 @@ class DLERConfig(GRPOConfig):
         },
     )
 
+    # ---- generating less (docs/dynamic_sampling.md); all off = the paper's rule ----
+    adaptive_first_round: bool = field(
+        default=False,
+        metadata={
+            "help": "Size each step's first generation round from the recent fraction of kept groups, so most steps "
+            "need one round: the sampler's prompts plus extra ones from the prompt stream. A later round of the "
+            "step, if any, is sized the same way for the groups still missing, at the kept fraction seen so far "
+            "(this step's rounds folded into the moving average; alone in the run's first step, which has no "
+            "average yet). No round is smaller than the sampler's batch. Off (paper): every round has the "
+            "sampler's batch size. Needs dynamic_sampling."
+        },
+    )
+    max_first_round_factor: float = field(
+        default=4.0,
+        metadata={
+            "help": "With adaptive_first_round: any round (first or later) holds at most this many times the "
+            "sampler's prompts. Must be >= 1."
+        },
+    )
+    first_round_confidence: float = field(
+        default=1.0,
+        metadata={
+            "help": "With adaptive_first_round: safety margin, in binomial standard deviations, on the number of kept "
+            "groups each round is sized for (0 = sized for the expected count, about half the steps then need "
+            "a second round). Must be >= 0."
+        },
+    )
+    kept_fraction_decay: float = field(
+        default=0.8,
+        metadata={
+            "help": "With adaptive_first_round: weight of the past in the moving average of the kept fraction "
+            "(0 = last step only); a later round folds the step's rounds so far in with the same weight. In [0, 1)."
+        },
+    )
+    max_carry_age: int = field(
+        default=0,
+        metadata={
+            "help": "Keep surplus groups with signal for later batches instead of discarding them, for at most this "
+            "many generation batches (1 = the next batch only); older ones are dropped and counted. They train with "
+            "the log-probs of the policy that generated them, so TRL must keep those: needs "
+            "gradient_accumulation_steps not a multiple of steps_per_generation * num_iterations (e.g. "
+            "updates_per_generation >= 2) or vLLM importance sampling. 0 (paper): surplus discarded."
+        },
+    )
+    skip_no_signal_prompts: bool = field(
+        default=False,
+        metadata={
+            "help": "Skip prompts whose last `skip_after` groups all had no signal (GRESO-style), except with "
+            "probability `skip_exploration` each time they come up. Every round then draws its prompts from DLER's "
+            "seeded prompt stream (keyed by dataset index, the same on every rank) instead of TRL's sampler. Off "
+            "(paper): every prompt is generated."
+        },
+    )
+    skip_after: int = field(
+        default=2,
+        metadata={
+            "help": "With skip_no_signal_prompts: consecutive groups without signal before a prompt is skipped. >= 1."
+        },
+    )
+    skip_exploration: float = field(
+        default=0.05,
+        metadata={
+            "help": "With skip_no_signal_prompts: probability that a skipped prompt is generated anyway when it comes "
+            "up, so no prompt is excluded forever. In (0, 1]."
+        },
+    )
+
     def __post_init__(self):
         if self.optimizer_recipe not in OPTIMIZER_RECIPES:
             raise ValueError(f"optimizer_recipe={self.optimizer_recipe!r} is not one of {list(OPTIMIZER_RECIPES)}")
@@ -256,6 +323,8 @@ class DLERConfig(GRPOConfig):
         if self.max_sampling_rounds < 0:
             raise ValueError(f"max_sampling_rounds must be >= 0 (0 = no limit), got {self.max_sampling_rounds}")
 
+        self._validate_generating_less()
+
         # Every prompt's group must live on one rank: the penalty reads a whole group, and dynamic sampling keeps or
         # moves whole groups.
         per_rank = self.per_device_train_batch_size * self.steps_per_generation
@@ -279,3 +348,53 @@ class DLERConfig(GRPOConfig):
                 "(epsilon_high) never acts. The paper feeds 8 updates per generation: set updates_per_generation=8.",
                 stacklevel=3,
             )
+
+    def _validate_generating_less(self) -> None:
+        enabled = [
+            name
+            for name, on in (
+                ("adaptive_first_round", self.adaptive_first_round),
+                ("max_carry_age", self.max_carry_age > 0),
+                ("skip_no_signal_prompts", self.skip_no_signal_prompts),
+            )
+            if on
+        ]
+        if enabled and not self.dynamic_sampling:
+            raise ValueError(
+                f"{', '.join(enabled)} act on dynamic sampling: set dynamic_sampling=True or turn them off"
+            )
+        if self.max_first_round_factor < 1.0:
+            raise ValueError(
+                f"max_first_round_factor must be >= 1 (a cap on the enlargement), got {self.max_first_round_factor}"
+            )
+        if self.first_round_confidence < 0.0:
+            raise ValueError(
+                f"first_round_confidence must be >= 0 standard deviations, got {self.first_round_confidence}"
+            )
+        if not 0.0 <= self.kept_fraction_decay < 1.0:
+            raise ValueError(f"kept_fraction_decay must be in [0, 1), got {self.kept_fraction_decay}")
+        if self.max_carry_age < 0:
+            raise ValueError(f"max_carry_age must be >= 0 generation batches (0 = off), got {self.max_carry_age}")
+        if self.skip_after < 1:
+            raise ValueError(f"skip_after must be >= 1 consecutive groups without signal, got {self.skip_after}")
+        if not 0.0 < self.skip_exploration <= 1.0:
+            raise ValueError(
+                f"skip_exploration must be in (0, 1], got {self.skip_exploration}: with 0 a skipped prompt would "
+                "never be generated again"
+            )
+        if self.max_carry_age > 0 and not self.keeps_behaviour_logps:
+            raise ValueError(
+                f"max_carry_age={self.max_carry_age} trains on groups generated by an older policy, but with "
+                f"gradient_accumulation_steps={self.gradient_accumulation_steps}, steps_per_generation="
+                f"{self.steps_per_generation} and num_iterations={self.num_iterations} TRL keeps no log-probs of the "
+                "generating policy (it treats every sample as on-policy). Set updates_per_generation >= 2 (or "
+                "steps_per_generation > gradient_accumulation_steps) or max_carry_age=0."
+            )
+
+    @property
+    def keeps_behaviour_logps(self) -> bool:
+        """Whether TRL stores `old_per_token_logps` (the generating policy's) with each batch, as in its
+        `_generate_and_score_completions`."""
+        generate_every = self.steps_per_generation * self.num_iterations
+        vllm_is = self.use_vllm and self.vllm_importance_sampling_correction
+        return self.gradient_accumulation_steps % generate_every != 0 or vllm_is

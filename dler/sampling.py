@@ -6,7 +6,11 @@ same decisions and makes the same collective calls without extra communication.
 
 from __future__ import annotations
 
+import bisect
+import math
+import random
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -99,3 +103,165 @@ class PromptStream:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self._order = self._permutation()
+
+
+# ---------------------------------------------------------------- generating less (issue #9)
+
+
+def update_kept_fraction(ema: float | None, kept: int, generated: int, decay: float) -> float | None:
+    """Exponential moving average of the fraction of generated groups that had signal (None until observed)."""
+    if generated <= 0:
+        return ema
+    observed = kept / generated
+    return observed if ema is None else decay * ema + (1.0 - decay) * observed
+
+
+def prompts_for(need: int, kept_fraction: float, confidence: float) -> float:
+    """Prompts to generate so that, each keeping a group with probability `kept_fraction`, at least `need` groups
+    are kept with a margin of `confidence` binomial standard deviations: the least n with
+    n*f - z*sqrt(n*f*(1-f)) >= need. Infinite when nothing is kept."""
+    if need <= 0:
+        return 0.0
+    f = min(max(kept_fraction, 0.0), 1.0)
+    if f == 0.0:
+        return math.inf
+    b = confidence * math.sqrt(f * (1.0 - f))
+    root = (b + math.sqrt(b * b + 4.0 * f * need)) / (2.0 * f)  # sqrt(n) solving f*n - b*sqrt(n) - need = 0
+    return root * root
+
+
+def first_round_prompts(
+    need: int, base: int, num_processes: int, kept_fraction: float | None, max_factor: float, confidence: float
+) -> int:
+    """Prompts per rank for a generation round: enough for `need` more kept groups over all ranks at the kept
+    fraction `kept_fraction` (with `confidence` standard deviations of margin, see `prompts_for`), never fewer than
+    the sampler's `base` (the paper's round) nor more than `base * max_factor`. `base` when nothing is observed yet.
+
+    Sizes a step's first round from the moving average, and its later rounds through `later_round_prompts`."""
+    if kept_fraction is None:
+        return base
+    wanted = prompts_for(need, kept_fraction, confidence) / num_processes
+    cap = max(base, math.floor(base * max_factor))
+    if wanted <= base:
+        return base
+    return cap if wanted >= cap else math.ceil(wanted - 1e-9)
+
+
+def later_round_prompts(
+    need: int,
+    base: int,
+    num_processes: int,
+    kept_fraction: float | None,
+    kept: int,
+    generated: int,
+    decay: float,
+    max_factor: float,
+    confidence: float,
+) -> int:
+    """Prompts per rank for a later round of a step that still misses `need` groups after generating `generated`
+    groups and keeping `kept` of them: `first_round_prompts` at the kept fraction the moving average
+    `kept_fraction` would have if the step ended now (this step's rounds folded in with `decay`; taken as is when
+    there is no average yet, as in the run's first step). Never below `base`, the paper's round; the cap while
+    the estimate is 0 (the run's first step has kept nothing yet).
+
+    A later round runs only because the earlier ones came up short, so this step's own fraction is biased low;
+    folding it into the average keeps the estimate from swinging on one unlucky round."""
+    estimate = update_kept_fraction(kept_fraction, kept, generated, decay)
+    return first_round_prompts(need, base, num_processes, estimate, max_factor, confidence)
+
+
+@dataclass
+class Carried:
+    """A surplus group waiting in the carry buffer: an opaque payload and the generation batch that produced it."""
+
+    item: Any
+    born: int
+
+
+class CarryBuffer:
+    """Surplus groups with signal kept for the next batches, oldest first, dropped once older than `max_age`
+    generation batches so the data stays nearly on-policy."""
+
+    def __init__(self, max_age: int):
+        self.max_age = max_age
+        self.items: list[Carried] = []
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def put(self, item: Any, born: int) -> None:
+        """Add a group, after every group born no later (oldest first, arrival order within a batch)."""
+        bisect.insort_right(self.items, Carried(item, born), key=lambda c: c.born)
+
+    def evict(self, now: int) -> list[Carried]:
+        """Remove and return the groups too old to train at generation batch `now`."""
+        old = [c for c in self.items if now - c.born > self.max_age]
+        self.items = [c for c in self.items if now - c.born <= self.max_age]
+        return old
+
+    def take(self, n: int) -> list[Carried]:
+        """Remove and return the `n` oldest groups (fewer if the buffer holds fewer)."""
+        out, self.items = self.items[:n], self.items[n:]
+        return out
+
+
+def _uniform(seed: int, key: int, draw: int) -> float:
+    """A uniform number in [0, 1) fixed by its arguments: the same on every rank and after a resume."""
+    return random.Random(f"{seed}:{key}:{draw}").random()
+
+
+class SkipHistory:
+    """Per-prompt count of consecutive groups without signal; prompts past `skip_after` are skipped, except that
+    each time one comes up it is still generated with probability `exploration` (the floor, so none is excluded
+    forever). A group with signal resets its prompt. Decisions are seeded per (prompt, draw): deterministic."""
+
+    def __init__(self, skip_after: int, exploration: float, seed: int):
+        if skip_after < 1 or not 0.0 < exploration <= 1.0:
+            raise ValueError(f"need skip_after >= 1 and 0 < exploration <= 1, got {skip_after}, {exploration}")
+        self.skip_after, self.exploration, self.seed = skip_after, exploration, seed
+        self.no_signal: dict[int, int] = {}
+        self.draws: dict[int, int] = {}  # decisions taken on a skippable prompt: the seed of the next one
+
+    def record(self, key: int, signal: bool) -> None:
+        if signal:
+            self.no_signal.pop(key, None)
+            self.draws.pop(key, None)
+        else:
+            self.no_signal[key] = self.no_signal.get(key, 0) + 1
+
+    def skippable(self, key: int) -> bool:
+        return self.no_signal.get(key, 0) >= self.skip_after
+
+    def num_skippable(self) -> int:
+        return sum(count >= self.skip_after for count in self.no_signal.values())
+
+    def draw(self, key: int) -> bool:
+        """Whether to generate `key` now: always when it is not skippable, else with probability `exploration`."""
+        if not self.skippable(key):
+            return True
+        n = self.draws.get(key, 0)
+        self.draws[key] = n + 1
+        return _uniform(self.seed, key, n) < self.exploration
+
+    def state_dict(self) -> dict:
+        return {
+            "no_signal": {str(k): v for k, v in self.no_signal.items()},
+            "draws": {str(k): v for k, v in self.draws.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.no_signal = {int(k): int(v) for k, v in state.get("no_signal", {}).items()}
+        self.draws = {int(k): int(v) for k, v in state.get("draws", {}).items()}
+
+
+def draw_prompts(stream: PromptStream, history: SkipHistory | None, n: int) -> tuple[list[int], int]:
+    """The next `n` dataset indices from `stream` that `history` lets through, and how many it skipped."""
+    chosen: list[int] = []
+    skipped = 0
+    while len(chosen) < n:
+        for index in stream.take(n - len(chosen)):
+            if history is None or history.draw(index):
+                chosen.append(index)
+            else:
+                skipped += 1
+    return chosen, skipped

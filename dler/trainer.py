@@ -6,6 +6,8 @@ Two narrow overrides keep TRL's own generation, scoring and loss code upstream:
 - `_generate_and_score_completions` is wrapped (never copied) by the dynamic-sampling loop: call TRL, drop groups
   with no signal, call TRL again on fresh prompts until the batch is full, cut it to size, even it out across
   ranks, and recompute the advantages (batch-wise normalisation) and `num_items_in_batch` on the final batch.
+  Optionally it generates less (docs/dynamic_sampling.md): a first round sized from the kept fraction, surplus
+  groups carried to later batches, prompts without recent signal skipped.
 Clip-higher is TRL's own `epsilon_high`.
 """
 
@@ -30,11 +32,23 @@ from dler.budgets import budget_for_accuracy
 from dler.config import DLERConfig
 from dler.penalties import LengthPenalty, RolloutGroup
 from dler.reward_guard import GuardedReward
-from dler.sampling import PromptStream, assign_groups, classify_groups, partial_quota
+from dler.sampling import (
+    CarryBuffer,
+    PromptStream,
+    SkipHistory,
+    assign_groups,
+    classify_groups,
+    draw_prompts,
+    first_round_prompts,
+    later_round_prompts,
+    partial_quota,
+    update_kept_fraction,
+)
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "dler_state.json"
+CARRY_FILE = "dler_carry_rank{rank}.pt"  # per rank: the carried groups' rows live on the rank that generated them
 STREAM_SEED_OFFSET = 7919  # extra-round prompts come from a stream independent of TRL's own sampler
 
 
@@ -50,6 +64,32 @@ class RoundScores:
 
     def rows(self, group: int, group_size: int) -> slice:
         return slice(group * group_size, (group + 1) * group_size)
+
+    def group(self, group: int, group_size: int) -> RoundScores:
+        rows = self.rows(group, group_size)
+        return RoundScores(*(getattr(self, name)[rows] for name in self.__dataclass_fields__))
+
+    @staticmethod
+    def cat(parts: list[RoundScores]) -> RoundScores:
+        return RoundScores(
+            *(torch.cat([getattr(p, name) for p in parts]) for name in RoundScores.__dataclass_fields__)
+        )
+
+
+@dataclass
+class GroupRef:
+    """A group with signal: the generation batch, round and global group index that produced it, the rank holding
+    its rows, and its scores. The same on every rank; only the owner holds the rows."""
+
+    born: int
+    round: int
+    group: int
+    owner: int
+    scores: RoundScores
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return self.born, self.round, self.group
 
 
 def _is_plain_function(func) -> bool:
@@ -107,6 +147,15 @@ class DLERTrainer(GRPOTrainer):
         self._pending_stream_state: dict | None = None  # restored from a checkpoint, applied on first use
         self._prompts_generated = 0  # over the run: prompts generated / prompts trained on
         self._prompts_trained = 0
+        self._generations = 0  # generation batches so far: the clock of carried groups' ages
+        self._kept_fraction: float | None = None  # moving average, sizes the first round (adaptive_first_round)
+        self._carry = CarryBuffer(args.max_carry_age)
+        self._carry_rows: dict[tuple, dict] = {}  # this rank's rows of the carried groups, by GroupRef.key
+        self._skip = (
+            SkipHistory(args.skip_after, args.skip_exploration, args.seed) if args.skip_no_signal_prompts else None
+        )
+        self._round_indices: list[int] = []  # dataset indices of the last round's prompts when drawn from the stream
+        self._skipped = 0  # prompts skipped during the current step
 
     # ------------------------------------------------------------------ rewards
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -204,10 +253,13 @@ class DLERTrainer(GRPOTrainer):
             self.accelerator.process_index,
         )
         quota = len(inputs) // group_size  # groups per rank in a full batch
-        output, scores, selected, rows, final_quota = self._generate_until_full(inputs, quota)
+        self._generations += 1
+        self._skipped = 0
+        carried = self._take_carried(quota * num_processes)
+        output, scores, selected, rows, final_quota = self._generate_until_full(inputs, quota, carried)
 
         target = final_quota * num_processes
-        selected = selected[:target]
+        trained, surplus = selected[:target], selected[target:]
         generated = sum(len(s.shaped) for s in scores) // group_size
         self._prompts_generated += generated
         self._prompts_trained += target
@@ -219,37 +271,45 @@ class DLERTrainer(GRPOTrainer):
         )
         metrics["dynamic_sampling/partial_batch"].append(float(final_quota < quota))
         self._log_scores("train", scores, group_size)
+        fresh_kept = sum(ref.born == self._generations for ref in selected)
+        self._update_generating_less(trained, surplus, rows, fresh_kept, generated)
 
         if output is None:
-            output, final_order = self._assemble(rows, scores, selected, final_quota)
+            output, final_order = self._assemble(rows, trained, final_quota)
         else:  # the first round kept everything: TRL's batch stands, only the advantages change
-            final_order = selected
+            final_order = trained
             metrics["dynamic_sampling/groups_moved"].append(0.0)
-        final = self._final_scores(scores, final_order)
+        final = RoundScores.cat([ref.scores for ref in final_order])
         metrics["dler/batch_shaped_reward"].append(final.shaped.mean().item())
         advantages = self._advantages(final.shaped, final.correctness, final.lengths, group_size)
         last_round = torch.zeros(len(scores[-1].shaped))  # dropped groups do not train: advantage 0
-        for k, (r, g) in enumerate(final_order):
-            if r == len(scores) - 1:
-                last_round[g * group_size : (g + 1) * group_size] = advantages[k * group_size : (k + 1) * group_size]
+        for k, ref in enumerate(final_order):
+            if ref.key[:2] == (self._generations, len(scores) - 1):
+                last_round[scores[-1].rows(ref.group, group_size)] = advantages[k * group_size : (k + 1) * group_size]
         self._relog_advantages(last_round)
         per_rank = len(advantages) // num_processes
         output["advantages"] = advantages[rank * per_rank : (rank + 1) * per_rank].to(self.accelerator.device)
         return output
 
-    def _generate_until_full(self, inputs, quota):
-        """Call TRL round after round until `quota` groups per rank have signal (or the rounds run out).
+    def _generate_until_full(self, inputs, quota, carried):
+        """Call TRL round after round until `quota` groups per rank have signal (or the rounds run out), counting
+        the `carried` groups first.
 
-        Returns TRL's first output untouched when its round kept every group (else None), the scores of every
-        round, the selected (round, global group) pairs in arrival order, this rank's rows of its selected groups,
-        and the final quota (smaller than `quota` only for a partial batch). Only kept rows stay in memory.
+        Returns TRL's first output untouched when its round alone is exactly the batch (else None), the scores of
+        every round, the selected groups (`GroupRef`, carried first, then in arrival order), this rank's rows of its
+        selected groups by key, and the final quota (smaller than `quota` only for a partial batch). Only kept rows
+        stay in memory.
         """
         args, group_size = self.args, self.num_generations
         num_processes, rank = self.accelerator.num_processes, self.accelerator.process_index
-        scores, selected, rows = [], [], {}
+        target = quota * num_processes
+        selected = list(carried)
+        rows = {ref.key: self._carry_rows.pop(ref.key) for ref in carried if ref.owner == rank}
+        scores = []
         counts = {"kept": 0, "all_zero": 0, "all_positive": 0}
+        round_inputs = self._first_round(inputs, quota, target - len(selected))
         while True:
-            output = super()._generate_and_score_completions(inputs)
+            output = super()._generate_and_score_completions(round_inputs)
             scores.append(self._round)
             if args.dynamic_sampling:
                 metric = self._round.shaped if args.dynamic_sampling_metric == "reward" else self._round.correctness
@@ -258,23 +318,27 @@ class DLERTrainer(GRPOTrainer):
                 counts["kept"] += int(signal.keep.sum())
                 counts["all_zero"] += int(signal.all_zero.sum())
                 counts["all_positive"] += int(signal.all_positive.sum())
+                if self._skip is not None:  # every round came from the stream: its indices are known globally
+                    for index, has_signal in zip(self._round_indices, keep.tolist(), strict=True):
+                        self._skip.record(index, has_signal)
             else:
                 keep = torch.ones(len(self._round.shaped) // group_size, dtype=torch.bool)
             round_index, per_rank = len(scores) - 1, len(keep) // num_processes
-            if round_index == 0 and keep.all():
-                selected = [(0, g) for g in range(len(keep))]
+            if round_index == 0 and keep.all() and not selected and len(keep) == target:
+                selected = [self._group_ref(round_index, g, per_rank) for g in range(len(keep))]
                 break
             check_keys(output)
             for g in keep.nonzero().flatten().tolist():
-                selected.append((round_index, g))
-                if g // per_rank == rank:
+                ref = self._group_ref(round_index, g, per_rank)
+                selected.append(ref)
+                if ref.owner == rank:
                     start = (g % per_rank) * group_size
-                    rows[(round_index, g)] = take_rows(output, slice(start, start + group_size))
+                    rows[ref.key] = take_rows(output, slice(start, start + group_size))
             output = None
-            if len(selected) >= quota * num_processes:
+            if len(selected) >= target:
                 break
             if args.max_sampling_rounds and len(scores) >= args.max_sampling_rounds:
-                quota = self._on_exhausted(len(selected), quota * num_processes, counts, len(scores))
+                quota = self._on_exhausted(len(selected), target, counts, len(scores))
                 break
             if not args.max_sampling_rounds and len(scores) in (10, 100, 1000):
                 logger.warning(
@@ -282,29 +346,110 @@ class DLERTrainer(GRPOTrainer):
                     " %d all-positive). Consider max_sampling_rounds or filtering the data by solve rate.",
                     len(scores),
                     len(selected),
-                    quota * num_processes,
+                    target,
                     counts["all_zero"],
                     counts["all_positive"],
                 )
-            inputs = self._next_prompts(quota)
+            generated = sum(len(s.shaped) for s in scores) // group_size
+            round_inputs = self._next_prompts(
+                self._later_round(quota, target - len(selected), counts["kept"], generated)
+            )
         for name, value in counts.items():
             self._metrics["train"][f"dynamic_sampling/groups_{name}"].append(float(value))
         return output, scores, selected, rows, quota
 
-    def _assemble(self, rows, scores, selected, quota):
+    def _group_ref(self, round_index: int, group: int, per_rank: int) -> GroupRef:
+        """Global group `group` of this batch's round `round_index` (`per_rank` groups per rank)."""
+        scores = self._round.group(group, self.num_generations)
+        return GroupRef(self._generations, round_index, group, group // per_rank, scores)
+
+    def _first_round(self, inputs, quota, need):
+        """The first round's prompts: the sampler's batch (paper), enlarged for `need` groups at the recent kept
+        fraction (adaptive_first_round), all drawn from the prompt stream when prompts can be skipped."""
+        args = self.args
+        n = quota
+        if args.adaptive_first_round:
+            n = first_round_prompts(
+                need,
+                quota,
+                self.accelerator.num_processes,
+                self._kept_fraction,
+                args.max_first_round_factor,
+                args.first_round_confidence,
+            )
+            self._metrics["train"]["dynamic_sampling/first_round_prompts"].append(
+                float(n * self.accelerator.num_processes)
+            )
+        if self._skip is not None:
+            return self._next_prompts(n)
+        return inputs + self._next_prompts(n - quota) if n > quota else inputs
+
+    def _later_round(self, quota: int, need: int, kept: int, generated: int) -> int:
+        """Prompts per rank for a step's next round: the sampler's batch (paper), or with adaptive_first_round
+        enough for the `need` missing groups at the kept fraction seen so far (this step's `kept` of `generated`
+        groups folded into the moving average, or alone in the run's first step), never fewer than the sampler's."""
+        args = self.args
+        if not args.adaptive_first_round:
+            return quota
+        return later_round_prompts(
+            need,
+            quota,
+            self.accelerator.num_processes,
+            self._kept_fraction,
+            kept,
+            generated,
+            args.kept_fraction_decay,
+            args.max_first_round_factor,
+            args.first_round_confidence,
+        )
+
+    def _take_carried(self, n: int) -> list[GroupRef]:
+        """Up to `n` carried groups for this batch, oldest first, after dropping (and counting) the too old."""
+        if not self.args.max_carry_age:
+            return []
+        evicted = self._carry.evict(self._generations)
+        for c in evicted:
+            self._carry_rows.pop(c.item.key, None)
+        self._metrics["train"]["dynamic_sampling/carry_evicted"].append(float(len(evicted)))
+        return [c.item for c in self._carry.take(n)]
+
+    def _update_generating_less(self, trained, surplus, rows, fresh_kept: int, generated: int) -> None:
+        """After a step: update the kept fraction, keep the surplus groups, log what was carried and skipped."""
+        args, metrics = self.args, self._metrics["train"]
+        if args.adaptive_first_round:
+            self._kept_fraction = update_kept_fraction(
+                self._kept_fraction, fresh_kept, generated, args.kept_fraction_decay
+            )
+            metrics["dynamic_sampling/kept_fraction"].append(self._kept_fraction)
+        if args.max_carry_age:
+            for ref in surplus:
+                self._carry.put(ref, ref.born)
+                if ref.owner == self.accelerator.process_index:
+                    self._carry_rows[ref.key] = rows[ref.key]
+            ages = [self._generations - ref.born for ref in trained]
+            metrics["dynamic_sampling/carried_groups"].append(float(sum(age > 0 for age in ages)))
+            metrics["dynamic_sampling/group_age_mean"].append(sum(ages) / len(ages))
+            metrics["dynamic_sampling/group_age_max"].append(float(max(ages)))
+            metrics["dynamic_sampling/carry_buffer"].append(float(len(self._carry)))
+        if self._skip is not None:
+            metrics["dynamic_sampling/prompts_skipped"].append(float(self._skipped))
+            metrics["dynamic_sampling/prompts_skippable"].append(float(self._skip.num_skippable()))
+
+    def _assemble(self, rows, selected, quota):
         """Move the selected groups so each rank holds `quota`, and join them into one padded batch.
 
-        Returns the local batch and the global order of the final groups (rank-major), which every rank knows.
+        Returns the local batch and the final groups in their global (rank-major) order, which every rank knows.
         """
-        group_size = self.num_generations
         num_processes, rank = self.accelerator.num_processes, self.accelerator.process_index
-        owners = [g // (len(scores[r].shaped) // group_size // num_processes) for r, g in selected]
+        owners = [ref.owner for ref in selected]
         destinations = assign_groups(owners, num_processes, quota)
         moves = [i for i, (o, d) in enumerate(zip(owners, destinations, strict=True)) if o != d]
 
-        mine = {i: rows[selected[i]] for i in range(len(selected)) if owners[i] == rank == destinations[i]}
+        mine = {i: rows[selected[i].key] for i in range(len(selected)) if owners[i] == rank == destinations[i]}
         if moves:  # the same on every rank: all join the gather
-            outgoing = [(i, {k: v.cpu() for k, v in rows[selected[i]].items()}) for i in moves if owners[i] == rank]
+            outgoing = [
+                (i, {k: v.cpu() for k, v in rows[selected[i].key].items()}) for i in moves if owners[i] == rank
+            ]
             for i, group_rows in gather_object(outgoing):
                 if destinations[i] == rank:
                     mine[i] = {k: v.to(self.accelerator.device) for k, v in group_rows.items()}
@@ -323,13 +468,6 @@ class DLERTrainer(GRPOTrainer):
         for _ in range(n):
             log.pop()
         log.extend(values[len(values) - n :].tolist())
-
-    def _final_scores(self, scores: list[RoundScores], final_order: list[tuple[int, int]]) -> RoundScores:
-        """The scores of the final batch's groups, in its global (rank-major) order."""
-        rows = [(scores[r], scores[r].rows(g, self.num_generations)) for r, g in final_order]
-        return RoundScores(
-            *(torch.cat([getattr(s, name)[sl] for s, sl in rows]) for name in RoundScores.__dataclass_fields__)
-        )
 
     def _on_exhausted(self, kept: int, target: int, counts: dict, rounds: int) -> int:
         """Rounds ran out: raise (every rank at once, the decision being global) or return a partial quota."""
@@ -350,7 +488,8 @@ class DLERTrainer(GRPOTrainer):
         )
 
     def _next_prompts(self, num_prompts: int) -> list[dict]:
-        """This rank's share of the next `num_prompts * num_processes` prompts, each repeated for its group."""
+        """This rank's share of the next `num_prompts * num_processes` prompts (skipped ones passed over and
+        counted), each repeated for its group."""
         if self._prompt_stream is None:
             dataset = self.train_dataset
             if self.args.remove_unused_columns and isinstance(dataset, Dataset):  # as TRL's dataloader does
@@ -362,7 +501,8 @@ class DLERTrainer(GRPOTrainer):
             if self._pending_stream_state:
                 self._prompt_stream.load_state_dict(self._pending_stream_state)
                 self._pending_stream_state = None
-        indices = self._prompt_stream.take(num_prompts * self.accelerator.num_processes)
+        indices, skipped = draw_prompts(self._prompt_stream, self._skip, num_prompts * self.accelerator.num_processes)
+        self._round_indices, self._skipped = indices, self._skipped + skipped
         rank = self.accelerator.process_index
         rows = [self._stream_dataset[i] for i in indices[rank * num_prompts : (rank + 1) * num_prompts]]
         return [dict(row) for row in rows for _ in range(self.num_generations)]
@@ -376,6 +516,9 @@ class DLERTrainer(GRPOTrainer):
             "penalty": self.penalty.state_dict(),
             "prompts_generated": self._prompts_generated,
             "prompts_trained": self._prompts_trained,
+            "generations": self._generations,
+            "kept_fraction": self._kept_fraction,
+            "skip_history": self._skip.state_dict() if self._skip else None,
         }
 
     def load_dler_state_dict(self, state: dict) -> None:
@@ -384,15 +527,58 @@ class DLERTrainer(GRPOTrainer):
         self.penalty.load_state_dict(state.get("penalty", {}))
         self._prompts_generated = state.get("prompts_generated", 0)
         self._prompts_trained = state.get("prompts_trained", 0)
+        self._generations = state.get("generations", 0)
+        self._kept_fraction = state.get("kept_fraction")
+        if self._skip is not None:
+            self._skip.load_state_dict(state.get("skip_history") or {})
+
+    def carry_state_dict(self) -> dict:
+        """The carry buffer as this rank sees it: every group's bookkeeping (the same on every rank) and this
+        rank's rows, on the CPU."""
+        groups = []
+        for c in self._carry.items:
+            ref = c.item
+            rows = self._carry_rows.get(ref.key)
+            groups.append(
+                {
+                    "born": ref.born,
+                    "round": ref.round,
+                    "group": ref.group,
+                    "owner": ref.owner,
+                    "scores": {name: getattr(ref.scores, name) for name in RoundScores.__dataclass_fields__},
+                    "rows": None if rows is None else {k: v.cpu() for k, v in rows.items()},
+                }
+            )
+        return {"num_processes": self.accelerator.num_processes, "groups": groups}
+
+    def load_carry_state_dict(self, state: dict) -> None:
+        """Restore the carry buffer saved by `carry_state_dict` (same number of ranks only)."""
+        if state["num_processes"] != self.accelerator.num_processes:
+            raise ValueError(
+                f"The checkpoint carries groups generated on {state['num_processes']} ranks; this run has "
+                f"{self.accelerator.num_processes}. Resume on as many ranks, or set max_carry_age=0."
+            )
+        self._carry = CarryBuffer(self.args.max_carry_age)
+        self._carry_rows = {}
+        for group in state["groups"]:
+            ref = GroupRef(
+                group["born"], group["round"], group["group"], group["owner"], RoundScores(**group["scores"])
+            )
+            self._carry.put(ref, ref.born)
+            if group["rows"] is not None:
+                self._carry_rows[ref.key] = {k: v.to(self.accelerator.device) for k, v in group["rows"].items()}
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         if self.args.should_save:
-            folder = os.path.join(
-                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            )
             with open(os.path.join(folder, STATE_FILE), "w") as f:
                 json.dump(self.dler_state_dict(), f, indent=2)
+        if self.args.max_carry_age:  # every rank saves the rows it holds
+            os.makedirs(folder, exist_ok=True)
+            torch.save(
+                self.carry_state_dict(), os.path.join(folder, CARRY_FILE.format(rank=self.accelerator.process_index))
+            )
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -406,3 +592,9 @@ class DLERTrainer(GRPOTrainer):
             return
         with open(path) as f:
             self.load_dler_state_dict(json.load(f))
+        if self.args.max_carry_age:
+            carry = os.path.join(checkpoint, CARRY_FILE.format(rank=self.accelerator.process_index))
+            if os.path.exists(carry):
+                self.load_carry_state_dict(torch.load(carry, weights_only=True))
+            else:
+                logger.warning("Checkpoint %s has no %s: the carry buffer starts empty.", checkpoint, carry)

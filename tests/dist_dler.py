@@ -2,7 +2,7 @@
 
 balance: rank 0's rollouts never score, so it keeps no group and rank 1 must hand over its surplus. Checks that
 no rank hangs, both train on equal batches, and the advantages equal the single-process formula on the gathered
-final batch. deepspeed: two DLER steps under ZeRO-2.
+final batch. exhaust: no signal anywhere. generating_less: adaptive first round, carry-over and skipping across ranks.
 """
 
 import json
@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import addition_dataset, even_length, tiny_config  # noqa: E402
+from helpers import addition_dataset, alternating_if, even_length, tiny_config  # noqa: E402
 
 from dler import DLERTrainer  # noqa: E402
 from dler.advantages import compute_advantages  # noqa: E402
@@ -43,10 +43,46 @@ def exhaust(model_dir, output_dir, rank):
         return {"rank": rank, "error": str(error), "step": trainer.state.global_step}
 
 
+def generating_less(model_dir, output_dir, rank):
+    """Adaptive first round, carry-over and skipping on two ranks: the bookkeeping must agree on both, and carried
+    groups (whose rows live on the rank that generated them) must reach training."""
+    args = tiny_config(
+        output_dir,
+        truncation_length=16,
+        dynamic_sampling_metric="correctness",
+        max_steps=8,
+        save_strategy="steps",
+        save_steps=8,
+        adaptive_first_round=True,
+        max_carry_age=2,
+        skip_no_signal_prompts=True,
+        skip_after=1,
+    )
+    reward = alternating_if(lambda a: a % 3 == 0)
+    trainer = DLERTrainer(model=model_dir, reward_funcs=reward, args=args, train_dataset=addition_dataset(32))
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "dynamic_sampling/rounds" in h]
+    carry = trainer.carry_state_dict()
+    gathered = [None, None]
+    bookkeeping = [(g["born"], g["round"], g["group"], g["owner"]) for g in carry["groups"]]
+    dist.all_gather_object(gathered, (bookkeeping, trainer.dler_state_dict()))
+    return {
+        "rank": rank,
+        "same_bookkeeping": gathered[0] == gathered[1],
+        "carried": sum(h["dynamic_sampling/carried_groups"] for h in logs),
+        "moved": sum(h["dynamic_sampling/groups_moved"] for h in logs),
+        "rounds": [h["dynamic_sampling/rounds"] for h in logs],
+        "rows_held_by_owner_only": all((g["rows"] is not None) == (g["owner"] == rank) for g in carry["groups"]),
+        "carry_file": os.path.exists(os.path.join(output_dir, "checkpoint-8", f"dler_carry_rank{rank}.pt")),
+        "steps": trainer.state.global_step,
+    }
+
+
 def main(model_dir, output_dir):
     rank = int(os.environ["RANK"])
-    if os.environ.get("DLER_TEST_MODE") == "exhaust":
-        result = exhaust(model_dir, output_dir, rank)
+    mode = os.environ.get("DLER_TEST_MODE")
+    if mode in ("exhaust", "generating_less"):
+        result = (exhaust if mode == "exhaust" else generating_less)(model_dir, output_dir, rank)
         with open(os.path.join(output_dir, f"result-{rank}.json"), "w") as f:
             json.dump(result, f)
         return

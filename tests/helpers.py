@@ -29,6 +29,16 @@ def even_length_if_a_large(completions, completion_ids, a, **kwargs):
     return [float(x >= 4 and len(ids) % 2 == 0) for x, ids in zip(a, completion_ids, strict=True)]
 
 
+def alternating_if(rule):
+    """A reward whose groups are mixed (rollouts alternate 1, 0) exactly for prompts whose `a` satisfies `rule`, and
+    all zero otherwise: a known set of groups with signal, whatever the model writes."""
+
+    def reward(completions, a, **kwargs):
+        return [float(rule(x) and i % 2 == 0) for i, x in enumerate(a)]
+
+    return reward
+
+
 def tiny_config(output_dir, **overrides):
     from dler import DLERConfig
 

@@ -57,3 +57,13 @@ def test_no_signal_anywhere_stops_every_rank_at_the_same_step_with_counts(tiny_m
     assert results[0]["step"] == results[1]["step"] == 0
     assert "0 of the 8 groups with signal after 2 rounds" in results[0]["error"]  # 2 ranks x 4 groups
     assert "16 groups scored all zero, 0 all positive" in results[0]["error"]
+
+
+def test_generating_less_agrees_across_ranks_and_trains_carried_groups(tiny_model_dir, tmp_path):
+    results = torchrun(tiny_model_dir, tmp_path, mode="generating_less")
+    for r in results:
+        assert r["same_bookkeeping"], "carry buffer, skip history or kept fraction differ between ranks"
+        assert r["carried"] > 0, "no carried group reached training"
+        assert r["rows_held_by_owner_only"] and r["carry_file"]
+        assert r["steps"] == 8
+    assert results[0]["rounds"] == results[1]["rounds"]
