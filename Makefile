@@ -76,3 +76,4 @@ lint: $(STAMP) ## ruff
 bench: $(STAMP) ## benchmarks: print ratios against baselines measured in the same run
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/rewards.py
+	$(PY) benchmarks/dynamic_sampling.py
