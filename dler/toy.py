@@ -190,10 +190,10 @@ def build_toy_tokenizer(task: ToyTask | None = None, vocab_size: int = 400, seed
 
     EOS is `<|im_end|>`, the token that closes each chat turn, so generation stops where the assistant's turn ends.
     """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken
     from transformers import PreTrainedTokenizerFast
 
-    from dler.tiny import CHAT_TEMPLATE
+    from dler.tiny import CHAT_TEMPLATE, train_bpe
 
     task = task or ToyTask()
     rng = random.Random(seed)
@@ -201,18 +201,7 @@ def build_toy_tokenizer(task: ToyTask | None = None, vocab_size: int = 400, seed
         "user\n" + prompt_messages(a, b)[0]["content"] + "\nassistant\n" + task.solution(a, b, rng)
         for a, b in task.problems(2000, seed=seed + 1)
     ]
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    tokenizer = train_bpe(corpus, vocab_size, SPECIAL_TOKENS, individual_digits=True)
     tokenizer.add_tokens([AddedToken(tag, normalized=False, special=False) for tag in THINK_TAGS])
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS, pad_token=PAD)
     fast.chat_template = CHAT_TEMPLATE
