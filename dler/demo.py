@@ -6,7 +6,7 @@
    solutions, until it solves most problems with long answers.
 3. Evaluates it on held-out problems (accuracy, mean length in tokens).
 4. Trains it with `DLERTrainer` (truncation budget, batch-wise normalisation, clip-higher, dynamic sampling)
-   through the toy recipe (`dler.toy`).
+   through `recipes/dler_tiny.py`, on R1 prompts graded by the real math reward.
 5. Evaluates it again on the same held-out problems, prints a before/after table, and writes `report.json`,
    `training.png` (accuracy and mean length over the DLER steps) and both models under `--output-dir`.
 
