@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -62,19 +63,45 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------- console output
-def quiet_libraries() -> None:
-    """Keep the console to progress bars and the demo's own lines."""
+@contextlib.contextmanager
+def quiet_libraries(threads: int | None = None):
+    """Keep the console to progress bars and the demo's own lines (and use `threads` torch threads); everything
+    is restored on exit, so calling the demo from Python leaves the caller's logging as it was."""
     import datasets
+    import torch
     import transformers
 
+    loggers = [logging.getLogger(name) for name in ("trl", "accelerate", "dler", "DeepSpeed")]
+    saved = (
+        [lg.level for lg in loggers],
+        transformers.logging.get_verbosity(),
+        transformers.utils.logging.is_progress_bar_enabled(),
+        datasets.logging.get_verbosity(),
+        datasets.is_progress_bar_enabled(),
+        torch.get_num_threads(),
+    )
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()  # "Loading weights", "Writing model shards"
     datasets.disable_progress_bars()  # "Tokenizing train dataset", ...
     datasets.logging.set_verbosity_error()
     # the trainer warns at each partial batch of dynamic sampling; the plot and report.json show the rounds instead
-    for name in ("trl", "accelerate", "dler", "DeepSpeed"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        levels, verbosity, bars, ds_verbosity, ds_bars, num_threads = saved
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+        transformers.logging.set_verbosity(verbosity)
+        (transformers.logging.enable_progress_bar if bars else transformers.logging.disable_progress_bar)()
+        datasets.logging.set_verbosity(ds_verbosity)
+        (datasets.enable_progress_bars if ds_bars else datasets.disable_progress_bars)()
+        torch.set_num_threads(num_threads)
 
 
 def progress_callback(desc: str, metrics: dict[str, str]):
@@ -328,14 +355,17 @@ def main(argv=None) -> dict:
     clock = Clock()
     print("DLER demo: a tiny model learns to add with long answers, then DLER teaches it to answer shorter.")
     print("Loading libraries...", flush=True)
-    quiet_libraries()
+    with quiet_libraries(args.threads):
+        return run_demo(args, clock)
+
+
+def run_demo(args: argparse.Namespace, clock: Clock) -> dict:
+    """The five stages; returns the report (also written to `output_dir`/report.json)."""
     import torch
     from transformers import set_seed
 
     from dler.toy import ToyTask, build_toy_model, build_toy_tokenizer, necessary_length, write_problems
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(args.seed)

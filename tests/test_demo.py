@@ -19,16 +19,30 @@ SHORT = [
 ]  # fmt: skip
 
 
+def global_state():
+    """What the demo changes while it runs and must give back: logging levels, verbosity, torch threads."""
+    import logging
+
+    import datasets
+    import torch
+    import transformers
+
+    levels = [logging.getLogger(name).level for name in ("trl", "accelerate", "dler", "DeepSpeed")]
+    return levels, transformers.logging.get_verbosity(), datasets.logging.get_verbosity(), torch.get_num_threads()
+
+
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
     from dler.demo import main
 
     out = tmp_path_factory.mktemp("demo")
-    return out, main([*SHORT, "--output-dir", str(out)])
+    before = global_state()
+    report = main([*SHORT, "--output-dir", str(out)])
+    return out, report, (before, global_state())
 
 
 def test_report_and_plot_are_written(short_run):
-    out, report = short_run
+    out, report, _ = short_run
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
     for side in ("before", "after"):
@@ -47,7 +61,7 @@ def test_report_and_plot_are_written(short_run):
 
 
 def test_pipeline_ran_end_to_end(short_run):
-    _, report = short_run
+    _, report, _ = short_run
     before, after = report["before"], report["after"]
     assert before["mean_verify_lines"] > 0.5, "the warm-started model should be verbose"
     history = report["history"]
@@ -69,3 +83,8 @@ def test_same_seed_same_report(short_run, tmp_path):
         for r in reports
     )  # the timings and the output folder differ, nothing else may
     assert first["history"] and first == second
+
+
+def test_the_callers_logging_and_threads_are_given_back(short_run):
+    before, after = short_run[2]
+    assert after == before
