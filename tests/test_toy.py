@@ -54,7 +54,9 @@ def test_the_real_math_reward_agrees_with_the_toy_rule():
         texts += [solution, solution.replace(f"\\boxed{{{a + b}}}", f"\\boxed{{{a + b + 1}}}"), solution[:-3]]
         golds += [str(a + b)] * 3
     reward = MathReward(num_workers=0)
-    assert reward(completions=texts, answer=golds) == [float(is_correct(t, g)) for t, g in zip(texts, golds)]
+    assert reward(completions=texts, answer=golds) == [
+        float(is_correct(t, g)) for t, g in zip(texts, golds, strict=True)
+    ]
     assert sum(reward(completions=texts, answer=golds)) == 20
 
 
@@ -68,7 +70,7 @@ def test_held_out_split_is_disjoint_from_training_problems(tmp_path):
     problems = [tuple(map(int, r["problem"].split("+"))) for r in rows]
     assert len(set(problems)) == 300, "distinct problems"
     assert not set(problems) & set(task.held_out_problems(10_000, seed=0))
-    assert all(int(r["answer"]) == a + b for r, (a, b) in zip(rows, problems))
+    assert all(int(r["answer"]) == a + b for r, (a, b) in zip(rows, problems, strict=True))
     assert path.read_text() == write_problems(tmp_path / "again.jsonl", task, 300, seed=2).read_text()
 
 
