@@ -13,6 +13,7 @@ ADVANTAGE_NORMALIZATIONS = ("batch", "group", "none")
 ADVANTAGE_WEIGHTINGS = ("token", "sequence")
 SAMPLING_METRICS = ("reward", "correctness")
 EXHAUSTED_ACTIONS = ("error", "partial")
+KL_ESTIMATORS = ("k2", "low_var_kl", "k3")
 OPTIMIZER_RECIPES = {
     # what each recipe sets when the field is left unset (None); an explicit value always wins
     "dler": {"advantage_normalization": "batch", "epsilon_high": 0.28, "dynamic_sampling": True},
@@ -33,7 +34,9 @@ class DLERConfig(GRPOConfig):
     `dynamic_sampling` when they are left unset, and `penalty` / `penalty_kwargs` pick the reward shaping.
 
     > Parameters whose defaults differ from [`~trl.GRPOConfig`]: `num_generations=16`, `max_completion_length=4000`,
-    > `beta=0.0005`, `epsilon_high=0.28` (DLER recipe), `lr_scheduler_type="constant"`, `weight_decay=0.01`.
+    > `beta=0.0005`, `epsilon_high=0.28` (DLER recipe), `delta=10.0`, `vllm_importance_sampling_correction=False`,
+    > `use_bias_correction_kl=False`, `lr_scheduler_type="constant"`, `weight_decay=0.01`. docs/fidelity.md lists
+    > every setting against the paper and the released run.
     """
 
     _VALID_DICT_FIELDS = GRPOConfig._VALID_DICT_FIELDS + ["penalty_kwargs"]
@@ -51,6 +54,51 @@ class DLERConfig(GRPOConfig):
         metadata={"help": "KL coefficient against the reference model. Paper and released code: 0.0005."},
     )
     epsilon: float = field(default=0.2, metadata={"help": "Lower PPO clip: ratio >= 1 - epsilon. Paper: 0.2."})
+    delta: float | None = field(
+        default=10.0,
+        metadata={
+            "help": "Dual-clip: the ratio of a negative-advantage token counts at most this much (TRL's two-sided "
+            "clip, the same bound as verl's `clip_ratio_c`). Released script: clip_ratio_c=10; Table 4 is silent."
+        },
+    )
+    vllm_importance_sampling_correction: bool = field(
+        default=False,
+        metadata={
+            "help": "TRL's vLLM-vs-trainer importance weights (on by default in TRL: a per-response weight that "
+            "depends on length, the very thing DLER trains). The paper and the released run have none: off."
+        },
+    )
+    use_bias_correction_kl: bool = field(
+        default=False,
+        metadata={
+            "help": "TRL's KL bias correction (multiplies the KL term by the policy ratio). The released run's KL "
+            "has no such factor: off. Must be off unless kl_estimator='k3'."
+        },
+    )
+    kl_estimator: str = field(
+        default="k2",
+        metadata={
+            "help": "Per-token KL penalty against the reference model (coefficient `beta`). 'k2' = 0.5 (log p - log "
+            "p_ref)^2, the paper's Table 4 (`kl_loss_type mse`); 'low_var_kl' = k3 clamped to [-10, 10], the "
+            "released run (verl's default); 'k3' = TRL's own, unclamped. 'k2' and 'low_var_kl' add the difference to "
+            "TRL's k3 term after TRL's loss (loss_type 'dapo' only).",
+            "choices": list(KL_ESTIMATORS),
+        },
+    )
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Prompt cap in tokens, applied after the chat template: longer prompts keep their last tokens "
+            "(left truncation), and are counted and logged. Paper and released script: 1024. None: no cap."
+        },
+    )
+    eval_temperature: float | None = field(
+        default=None,
+        metadata={
+            "help": "Sampling temperature of evaluation during training (TRL samples eval at the training "
+            "`temperature`). Released run: 0.6 on AIME-24. None: the training temperature."
+        },
+    )
     epsilon_high: float | None = field(
         default=None,
         metadata={
@@ -167,6 +215,15 @@ class DLERConfig(GRPOConfig):
             "'correctness' (released code: raw correctness before the length penalty). With budgets below the "
             "generation cap, 'correctness' drops all-correct groups whose shaped rewards still differ.",
             "choices": list(SAMPLING_METRICS),
+        },
+    )
+    prompts_per_round: int | None = field(
+        default=None,
+        metadata={
+            "help": "Prompts generated per dynamic-sampling round, over all ranks (a multiple of the process count). "
+            "Every round, the first included, then draws from DLER's seeded, resumable prompt stream, so each prompt "
+            "comes once per epoch. Released run: 384 (`gen_batch_size`, rounds until 512 groups are kept); paper: "
+            "512. None: rounds of the generation batch's size, the first from TRL's sampler."
         },
     )
     max_sampling_rounds: int = field(
@@ -320,6 +377,37 @@ class DLERConfig(GRPOConfig):
                 "mask_truncated_completions=True drops truncated responses from the loss; DLER must train on them "
                 "with their penalised reward. Set mask_truncated_completions=False."
             )
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"kl_estimator={self.kl_estimator!r} is not one of {list(KL_ESTIMATORS)}")
+        if self.kl_estimator != "k3" and self.beta != 0.0:
+            if self.use_bias_correction_kl:
+                raise ValueError(
+                    f"kl_estimator={self.kl_estimator!r} replaces TRL's plain k3 term, which use_bias_correction_kl=True "
+                    "multiplies by the policy ratio. Set use_bias_correction_kl=False or kl_estimator='k3'."
+                )
+            if self.loss_type != "dapo" or self.use_liger_kernel:
+                raise ValueError(
+                    f"kl_estimator={self.kl_estimator!r} is applied on TRL's 'dapo' loss only (got loss_type="
+                    f"{self.loss_type!r}, use_liger_kernel={self.use_liger_kernel}). Set kl_estimator='k3'."
+                )
+        if self.max_prompt_length is not None and self.max_prompt_length < 1:
+            raise ValueError(
+                f"max_prompt_length must be a positive number of tokens or None, got {self.max_prompt_length}"
+            )
+        if self.eval_temperature is not None and self.eval_temperature <= 0:
+            raise ValueError(
+                f"eval_temperature must be > 0 (sampling), got {self.eval_temperature}; None uses `temperature`"
+            )
+        if self.prompts_per_round is not None:
+            if not self.dynamic_sampling:
+                raise ValueError(
+                    "prompts_per_round sizes dynamic-sampling rounds: set dynamic_sampling=True or unset it"
+                )
+            if self.prompts_per_round < 1 or self.prompts_per_round % self.world_size:
+                raise ValueError(
+                    f"prompts_per_round={self.prompts_per_round} must be a positive multiple of the {self.world_size} "
+                    "processes (each rank generates an equal share of every round)"
+                )
         if self.max_sampling_rounds < 0:
             raise ValueError(f"max_sampling_rounds must be >= 0 (0 = no limit), got {self.max_sampling_rounds}")
 

@@ -13,6 +13,7 @@ Clip-higher is TRL's own `epsilon_high`.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from dler.advantages import compute_advantages
 from dler.batching import check_keys, concat_rows, take_rows
 from dler.budgets import budget_for_accuracy
 from dler.config import DLERConfig
+from dler.kl import kl_penalty_terms
 from dler.penalties import LengthPenalty, RolloutGroup
 from dler.reward_guard import GuardedReward
 from dler.sampling import (
@@ -156,6 +158,82 @@ class DLERTrainer(GRPOTrainer):
         )
         self._round_indices: list[int] = []  # dataset indices of the last round's prompts when drawn from the stream
         self._skipped = 0  # prompts skipped during the current step
+        self._prompts_truncated = 0  # prompts cut to max_prompt_length over the run
+        self._kl_capture: list | None = None  # policy log-probs seen while TRL computes the loss
+
+    # ------------------------------------------------------------------ prompts and sampling
+    def _tokenize_prompts(self, prompts: list):
+        """TRL's tokenisation (chat template included), then the `max_prompt_length` cap: a longer prompt keeps its
+        last tokens, as the released run's left truncation. Counted over every rank and logged."""
+        prompt_ids, images, multimodal_fields = super()._tokenize_prompts(prompts)
+        cap = self.args.max_prompt_length
+        if cap is None:
+            return prompt_ids, images, multimodal_fields
+        if images is not None or multimodal_fields:
+            raise ValueError("max_prompt_length cannot cut multimodal prompts (their image tokens); unset it")
+        cut = [len(ids) > cap for ids in prompt_ids]
+        prompt_ids = [list(ids[-cap:]) if long else ids for ids, long in zip(prompt_ids, cut, strict=True)]
+        counts = gather(torch.tensor([[sum(cut), len(cut)]], device=self.accelerator.device)).sum(dim=0)
+        self._prompts_truncated += int(counts[0]) // self._group_size()
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["dler/prompt_truncated_frac"].append(counts[0].item() / max(counts[1].item(), 1))
+        self._metrics[mode]["dler/prompts_truncated_total"] = [float(self._prompts_truncated)]
+        return prompt_ids, images, multimodal_fields
+
+    def _group_size(self) -> int:
+        return self.num_generations if self.model.training else self.num_generations_eval
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, **kwargs):
+        """TRL's generation; evaluation samples at `eval_temperature` (TRL would use the training temperature)."""
+        temperature = self.args.eval_temperature
+        if self.model.training or temperature is None:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, **kwargs)
+        backend = getattr(self, "vllm_generation", None) if self.use_vllm else None
+        saved = (self.temperature, getattr(self, "generation_kwargs", None), getattr(self, "generation_config", None))
+        self.temperature = temperature
+        if backend is not None:
+            saved_backend, backend.temperature = backend.temperature, temperature
+        else:
+            self.generation_kwargs = {**self.generation_kwargs, "temperature": temperature}
+            self.generation_config = copy.deepcopy(self.generation_config)
+            self.generation_config.temperature = temperature
+        try:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, **kwargs)
+        finally:
+            self.temperature, self.generation_kwargs, self.generation_config = saved
+            if backend is not None:
+                backend.temperature = saved_backend
+
+    # ------------------------------------------------------------------ KL estimator
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        logps, entropies, *rest = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        if self._kl_capture is not None:  # the policy's log-probs of the loss being computed
+            self._kl_capture.append(logps)
+        return (logps, entropies, *rest)
+
+    def _compute_loss(self, model, inputs):
+        """TRL's loss; with `kl_estimator` 'k2' or 'low_var_kl', plus beta x (estimator - k3) aggregated as TRL's
+        'dapo' aggregates its k3 term, which turns TRL's k3 into the chosen estimator in value and gradient."""
+        if self.args.kl_estimator == "k3" or self.beta == 0.0:
+            return super()._compute_loss(model, inputs)
+        self._kl_capture = []
+        try:
+            loss = super()._compute_loss(model, inputs)
+            (logps,) = self._kl_capture
+        finally:
+            self._kl_capture = None
+        mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)
+        k3, kl = kl_penalty_terms(logps, inputs["ref_per_token_logps"], self.args.kl_estimator)
+        normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+        if self.model.training:  # as TRL's 'dapo': the generation batch's tokens, rescaled to one accumulation window
+            normalizer = normalizer * self.current_gradient_accumulation_steps / self.args.steps_per_generation
+        loss = loss + self.beta * ((kl - k3) * mask).sum() / normalizer
+        mode = "train" if self.model.training else "eval"
+        kl_mean = (kl.detach() * mask).sum() / mask.sum().clamp(min=1.0)
+        self._metrics[mode][f"dler/kl_{self.args.kl_estimator}"].append(
+            self.accelerator.gather(kl_mean).nanmean().item()
+        )
+        return loss
 
     # ------------------------------------------------------------------ rewards
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -171,6 +249,10 @@ class DLERTrainer(GRPOTrainer):
         finished = torch.tensor([len(ids) > 0 and ids[-1] in self.eos_token_ids for ids in completion_ids_list])
 
         shaped, over_budget, budgets = [], [], []
+        if not self.model.training:  # evaluation scores correctness, without the length penalty (released run)
+            n = 0
+            shaped, over_budget = [correctness], [~finished]
+            budgets = [torch.full((len(correctness),), float(self.max_completion_length))]
         for start in range(0, n, group_size):
             rows = slice(start, start + group_size)
             accuracy = (correctness[rows] > 0).float().mean().item()
@@ -225,6 +307,11 @@ class DLERTrainer(GRPOTrainer):
     def _log_scores(self, mode: str, scores: list[RoundScores], group_size: int) -> None:
         metrics = self._metrics[mode]
         correctness = torch.cat([s.correctness for s in scores])
+        if mode == "eval":  # unshaped: accuracy, length and how often the generation cap cut a response
+            metrics["dler/accuracy"].append((correctness > 0).float().mean().item())
+            metrics["dler/mean_length"].append(torch.cat([s.lengths for s in scores]).float().mean().item())
+            metrics["dler/truncated_frac"].append(torch.cat([s.over_budget for s in scores]).float().mean().item())
+            return
         metrics["dler/correctness"].append(correctness.mean().item())
         metrics["dler/shaped_reward"].append(torch.cat([s.shaped for s in scores]).mean().item())
         metrics["dler/over_budget_frac"].append(torch.cat([s.over_budget for s in scores]).float().mean().item())
@@ -364,14 +451,15 @@ class DLERTrainer(GRPOTrainer):
         return GroupRef(self._generations, round_index, group, group // per_rank, scores)
 
     def _first_round(self, inputs, quota, need):
-        """The first round's prompts: the sampler's batch (paper), enlarged for `need` groups at the recent kept
-        fraction (adaptive_first_round), all drawn from the prompt stream when prompts can be skipped."""
+        """The first round's prompts: the sampler's batch (paper) or `prompts_per_round`, enlarged for `need` groups
+        at the recent kept fraction (adaptive_first_round); drawn from the prompt stream when prompts can be skipped
+        or `prompts_per_round` is set, so that every round of the run comes from one stream."""
         args = self.args
-        n = quota
+        n = base = self._round_size(quota)
         if args.adaptive_first_round:
             n = first_round_prompts(
                 need,
-                quota,
+                base,
                 self.accelerator.num_processes,
                 self._kept_fraction,
                 args.max_first_round_factor,
@@ -380,20 +468,26 @@ class DLERTrainer(GRPOTrainer):
             self._metrics["train"]["dynamic_sampling/first_round_prompts"].append(
                 float(n * self.accelerator.num_processes)
             )
-        if self._skip is not None:
+        if self._skip is not None or args.prompts_per_round:
             return self._next_prompts(n)
         return inputs + self._next_prompts(n - quota) if n > quota else inputs
 
+    def _round_size(self, quota: int) -> int:
+        """Prompts per rank in a plain round: `prompts_per_round`'s share, else the sampler's batch (`quota`)."""
+        if self.args.prompts_per_round:
+            return self.args.prompts_per_round // self.accelerator.num_processes
+        return quota
+
     def _later_round(self, quota: int, need: int, kept: int, generated: int) -> int:
-        """Prompts per rank for a step's next round: the sampler's batch (paper), or with adaptive_first_round
+        """Prompts per rank for a step's next round: a plain round (`_round_size`), or with adaptive_first_round
         enough for the `need` missing groups at the kept fraction seen so far (this step's `kept` of `generated`
         groups folded into the moving average, or alone in the run's first step), never fewer than the sampler's."""
         args = self.args
         if not args.adaptive_first_round:
-            return quota
+            return self._round_size(quota)
         return later_round_prompts(
             need,
-            quota,
+            self._round_size(quota),
             self.accelerator.num_processes,
             self._kept_fraction,
             kept,
@@ -518,6 +612,7 @@ class DLERTrainer(GRPOTrainer):
             "prompts_trained": self._prompts_trained,
             "generations": self._generations,
             "kept_fraction": self._kept_fraction,
+            "prompts_truncated": self._prompts_truncated,
             "skip_history": self._skip.state_dict() if self._skip else None,
         }
 
@@ -529,6 +624,7 @@ class DLERTrainer(GRPOTrainer):
         self._prompts_trained = state.get("prompts_trained", 0)
         self._generations = state.get("generations", 0)
         self._kept_fraction = state.get("kept_fraction")
+        self._prompts_truncated = state.get("prompts_truncated", 0)
         if self._skip is not None:
             self._skip.load_state_dict(state.get("skip_history") or {})
 
