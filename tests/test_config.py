@@ -22,6 +22,9 @@ def test_defaults_are_the_paper():
     assert (c.dynamic_sampling, c.dynamic_sampling_metric, c.max_sampling_rounds) == (True, "reward", 0)
     assert (c.lr_scheduler_type, c.weight_decay, c.max_grad_norm) == ("constant", 0.01, 1.0)
     assert not c.mask_truncated_completions
+    # TRL defaults the paper and the released run do not have: vLLM importance weights, the KL ratio factor
+    assert (c.vllm_importance_sampling_correction, c.use_bias_correction_kl, c.delta) == (False, False, 10.0)
+    assert (c.kl_estimator, c.max_prompt_length, c.eval_temperature, c.prompts_per_round) == ("k2", None, None, None)
     # one generation batch feeds 8 optimizer updates, as 512 prompts / mini-batches of 64
     assert c.steps_per_generation == 8 * c.gradient_accumulation_steps
     assert c.generation_batch_size == 16 * 8
@@ -64,12 +67,24 @@ def test_length_budgets_normalised():
         (dict(dynamic_sampling=False, adaptive_first_round=True), "adaptive_first_round"),
         (dict(dynamic_sampling=False, max_carry_age=1, skip_no_signal_prompts=True), "max_carry_age"),
         (dict(optimizer_recipe="grpo", skip_no_signal_prompts=True), "skip_no_signal_prompts"),
+        (dict(kl_estimator="mse"), "kl_estimator"),
+        (dict(use_bias_correction_kl=True), "use_bias_correction_kl"),
+        (dict(loss_type="grpo"), "kl_estimator='k3'"),
+        (dict(max_prompt_length=0), "max_prompt_length"),
+        (dict(eval_temperature=0.0), "eval_temperature"),
+        (dict(dynamic_sampling=False, prompts_per_round=512), "prompts_per_round"),
+        (dict(prompts_per_round=0), "prompts_per_round"),
     ],
 )
 def test_invalid_combinations_name_the_field(overrides, field):
     settings = {"per_device_train_batch_size": 16, **overrides}
     with pytest.raises(ValueError, match=field):
         config(**settings)
+
+
+def test_other_kl_estimators_leave_trl_free():
+    assert config(per_device_train_batch_size=16, kl_estimator="k3", use_bias_correction_kl=True).use_bias_correction_kl
+    assert config(per_device_train_batch_size=16, beta=0.0, loss_type="grpo").loss_type == "grpo"  # no KL term at all
 
 
 def test_group_split_across_ranks_is_refused(monkeypatch):
