@@ -11,7 +11,7 @@ from helpers import recipe_args
 from dler.recipe import batch_layout, run
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-PAPER = {  # DLER-REFERENCE: paper Table 4 and the released script
+PAPER = {  # paper Table 4 and the released script (docs/fidelity.md)
     "learning_rate": 1e-6,
     "lr_scheduler_type": "constant",
     "weight_decay": 0.01,
