@@ -22,12 +22,14 @@ from dler.penalties import (
     register_penalty,
 )
 from dler.penalties import registry as registry_module
-from dler.penalties.laser import repetition_ratio, well_formatted
+from dler.penalties.laser import has_boxed_answer, repetition_ratio, well_formatted
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = "<think>add the two numbers</think> The answer is \\boxed{3}."
 NO_THINK = "The answer is \\boxed{3}."
 NO_BOX = "<think>add the two numbers</think> The answer is 3."
+LAST_BOX_OPEN = "<think>add</think> First \\boxed{3}, or rather \\boxed{\\frac{7}{2"  # cut inside its last box
+FRESH = "<think>" + " ".join(f"step{i}" for i in range(300)) + "</think> \\boxed{2}"
 
 
 def group(correctness, lengths, finished=None, budget=4000, **kwargs):
@@ -68,14 +70,19 @@ def test_truncation_from_the_registry():
 
 
 def test_soft_overlong():
-    # Lmax 10 (the cap), B 4: free up to 6, then -(L-6)/4, -1 at 10; no EOS = beyond Lmax
+    # DAPO's rule reward: +1 correct, -1 wrong (verl math_dapo.compute_score). Lmax 10 (the cap), B 4: free up to
+    # 6, then -(L-6)/4, -1 at 10; no EOS = beyond Lmax
     g = group([1, 1, 1, 0, 1, 1], [5, 6, 7, 8, 10, 9], [True] * 5 + [False], max_length=10)
-    assert values(get_penalty("soft_overlong", buffer=4), g) == pytest.approx([1, 1, 0.75, -0.5, 0, 0])
+    assert values(get_penalty("soft_overlong", buffer=4), g) == pytest.approx([1, 1, 0.75, -1.5, 0, 0])
     assert values(get_penalty("soft_overlong", buffer=4, penalty_factor=0.5), g)[2] == pytest.approx(0.875)
+    # wrong_reward=0: c + p
+    assert values(get_penalty("soft_overlong", buffer=4, wrong_reward=0.0), g) == pytest.approx(
+        [1, 1, 0.75, -0.5, 0, 0]
+    )
     # an explicit Lmax below a response's length: -1 beyond it
-    assert values(get_penalty("soft_overlong", buffer=2, max_length=8), group([1, 0], [12, 7])) == [0.0, -0.5]
-    # all within Lmax - B: plain correctness
-    assert values(get_penalty("soft_overlong", buffer=4), group([1, 0], [3, 3], max_length=10)) == [1.0, 0.0]
+    assert values(get_penalty("soft_overlong", buffer=2, max_length=8), group([1, 0], [12, 7])) == [0.0, -1.5]
+    # all within Lmax - B: the rule reward alone; a score between 0 and 1 maps linearly
+    assert values(get_penalty("soft_overlong", buffer=4), group([1, 0, 0.5], [3, 3, 3], max_length=10)) == [1, -1, 0]
 
 
 def test_soft_overlong_needs_a_buffer_within_lmax():
@@ -86,7 +93,7 @@ def test_soft_overlong_needs_a_buffer_within_lmax():
 
 
 def test_cosine():
-    p = get_penalty("cosine", max_length=100)
+    p = get_penalty("cosine", max_length=100, exceed_margin=0)  # the paper's formula: exceed from L = Lmax
     g = group([1, 1, 1, 0, 0, 0, 1, 1], [0, 25, 50, 0, 50, 75, 30, 100], [True] * 6 + [False, True])
     expected = [
         2.0,  # correct, L=0: max_correct
@@ -102,12 +109,23 @@ def test_cosine():
     assert values(p, group([1, 1], [50, 50])) == [1.5, 1.5]  # all correct, equal lengths
     wrong = values(p, group([0] * 10, list(range(0, 100, 10))))  # none correct: longer is punished less
     assert all(a <= b for a, b in zip(wrong, wrong[1:], strict=False)) and wrong[0] == -10.0
+    assert values(p, group([1], [99])) == pytest.approx([1 + (1 + math.cos(0.99 * math.pi)) / 2])
     # Lmax defaults to the generation cap
     assert values(get_penalty("cosine"), group([1], [50], max_length=100)) == [1.5]
     with pytest.raises(ValueError, match="needs Lmax"):
         get_penalty("cosine")(group([1], [5]))
     with pytest.raises(ValueError, match="min_correct <= max_correct"):
         get_penalty("cosine", min_correct=3.0)
+
+
+def test_cosine_exceeds_16_tokens_before_lmax_by_default():
+    """The released reward counts `gen_len + MAX_LEN_MARGIN >= max_len` (MAX_LEN_MARGIN = 16) as exceeding."""
+    g = group([1, 0, 1, 0], [83, 83, 84, 84], max_length=100)
+    lo = (1 + math.cos(0.83 * math.pi)) / 2
+    assert values(get_penalty("cosine"), g) == pytest.approx([1 + lo, -10 * lo, -10.0, -10.0])
+    assert values(get_penalty("cosine", exceed_margin=4), g)[2:] == pytest.approx(
+        [1 + (1 + math.cos(0.84 * math.pi)) / 2, -10 * (1 + math.cos(0.84 * math.pi)) / 2]
+    )
 
 
 def test_kimi():
@@ -155,11 +173,11 @@ def test_l1_max_paper_and_released():
     g = group([1, 1, 1, 0], [500, 1000, 1400, 1600], prompt={"target_length": 1000})
     assert values(get_penalty("l1_max"), g) == pytest.approx([1.0, 0.5, 0.1, 0.0])
     assert values(get_penalty("l1_max", variant="released"), g) == pytest.approx([1.0, 0.5, 0.1, 0.0])
-    # other alpha/delta change the paper formula only
     assert values(get_penalty("l1_max", alpha=0.002, delta=0.3), g) == pytest.approx([1.0, 0.3, 0.0, 0.0])
-    assert values(get_penalty("l1_max", alpha=0.002, delta=0.3, variant="released"), g) == pytest.approx(
-        [1.0, 0.5, 0.1, 0.0]
-    )
+    # released: slope 2 * alpha (the run's reward_config.alpha), delta fixed at 0.5: 1400 tokens -> clip(-1.6) = -1
+    released = values(get_penalty("l1_max", alpha=0.002, delta=0.3, variant="released"), g)
+    assert released == pytest.approx([1.0, 0.5, 0.0, 0.0])
+    assert released == pytest.approx(values(get_penalty("l1_max", alpha=0.002, delta=0.5), g))
     g = group([1, 1], [1600, 1600], [False, True], prompt={"target_length": 1000})  # no EOS, equal lengths
     assert values(get_penalty("l1_max"), g) == [0.0, 0.0]
 
@@ -218,7 +236,8 @@ def test_thinkprune_stages_and_state():
     lengths, correct = [2, 3, 4, 5], [1, 1, 1, 1]
     assert values(p, group(correct, lengths, step=0)) == [1, 1, 1, 0]
     assert values(p, group(correct, lengths, step=10)) == [1, 1, 0, 0]
-    assert values(p, group([1, 1], [2, 2], [True, False], step=12)) == [1, 0]  # no EOS: 0
+    # the cap cut a response at the budget: it keeps the grade of its cut text (ThinkPrune grades it as it is)
+    assert values(p, group([1, 1, 1], [2, 3, 4], [True, False, False], step=12)) == [1, 1, 0]
     assert p.state_dict() == {"stage": 1, "budget": 3}
     restored = get_penalty("thinkprune", budgets=[4, 3, 2], stage_steps=[10, 20])
     restored.load_state_dict(json.loads(json.dumps(p.state_dict())))
@@ -235,16 +254,32 @@ def test_thinkprune_stages_and_state():
 
 def test_laser():
     texts = [GOOD, GOOD, GOOD, NO_THINK, NO_BOX, GOOD]
-    g = group([1, 1, 0, 1, 0, 1], [100, 300, 100, 100, 100, 150], [True] * 5 + [False], budget=200, completions=texts)
-    # +0.5 correct within the budget; -0.5 wrong; -1 without </think> or boxed answer, even if right; no EOS: no bonus
+    g = group([1, 1, 0, 1, 0, 1], [100, 300, 100, 100, 100, 250], [True] * 5 + [False], budget=200, completions=texts)
+    # +0.5 correct within the budget; -0.5 wrong; -1 without </think> or boxed answer, even if right; the cap (250)
+    # cut the last one: over the target
     assert values(get_penalty("laser"), g) == [1.5, 1.0, -0.5, -1.0, -1.0, 1.0]
     assert values(get_penalty("laser", target_length=300), g)[1] == 1.5
+    # only the length decides (released compute_length_reward_larse): a target at the cap takes in the cut response
+    assert values(get_penalty("laser", target_length=250), g)[5] == 1.5
     plain = group([1, 0], [10, 10], completions=[])
     assert values(get_penalty("laser", think_end="", require_boxed=False), plain) == [1.5, -0.5]
     with pytest.raises(ValueError, match="group.completions"):
         get_penalty("laser")(plain)
     assert well_formatted("<think>a</think>\\boxed {1}", "</think>", True)
     assert not well_formatted("\\boxed{1}<think>a</think>", "</think>", True)  # the box must follow </think>
+
+
+def test_laser_needs_its_last_box_closed():
+    """A response cut inside its last box has no boxed answer (-1), even if an earlier box closed."""
+    assert has_boxed_answer("\\boxed{3}") and has_boxed_answer("\\fbox{3}") and has_boxed_answer("\\boxed {3}")
+    assert has_boxed_answer("so \\boxed{\\frac{1}{\\sqrt{x^{2}}}} done")  # any depth
+    assert has_boxed_answer("\\boxed{\\{1, 2\\}}")  # escaped braces are not braces
+    assert not has_boxed_answer("\\boxed{\\{1, 2\\}")
+    assert not has_boxed_answer("\\boxed{3} or rather \\boxed{4")
+    assert not has_boxed_answer("\\boxed{") and not has_boxed_answer("no box")
+    g = group([1, 0, 0], [100, 100, 100], budget=200, completions=[GOOD, LAST_BOX_OPEN, "<think>a</think>\\boxed{4"])
+    for name in ("laser", "laser_d", "laser_de"):
+        assert values(get_penalty(name), g) == [1.5, -1.0, -1.0], name
 
 
 def laser_d(**kwargs):
@@ -270,13 +305,31 @@ def test_laser_d_chooses_band_targets():
     # step 10: new window. With G = 3 a high prompt has >= 2 correct, medium >= 1, low >= 1.
     # high:   lengths 150 250 350 150 250 350 -> coverage at 200 = 2/6 (floor(2/6*2) = 0), at 300 = 4/6 (1) -> 300
     # medium: 120 150 180 -> coverage at 200 = 1 -> floor(1*1) = 1 -> 200
-    # low:    90 390 450 -> at most 2/3 covered within the grid -> floor(2/3) = 0 -> the longest length seen, 450
+    # low:    90 390 450 -> at most 2/3 covered within the grid -> floor(2/3) = 0 -> no limit (None)
     out = values(p, group([1, 1, 0], [250, 350, 100], budget=1000, completions=[GOOD] * 3, step=10))
-    assert p.targets == {"high": 300, "medium": 200, "low": 450}
+    assert p.targets == {"high": 300, "medium": 200, "low": None}
     assert out == [1.5, 1.0, -0.5]  # 2 of 3 correct: the high band for rewards (>= 2/3), target 300
     assert values(p, group([1, 0, 0], [190, 90, 90], completions=[GOOD] * 3, step=10))[0] == 1.5  # medium: 200
     assert values(p, group([1, 0, 0], [210, 90, 90], completions=[GOOD] * 3, step=10))[0] == 1.0
     assert values(p, group([0, 0, 0], [210, 90, 90], completions=[GOOD] * 3, step=10)) == [-0.5] * 3
+    # the band of the logged budget is the rewards' band: 1 correct and boxed of 3 is medium, not high
+    assert p.effective_budget(group([1, 1, 0], [90] * 3, completions=[GOOD, NO_BOX, GOOD], step=10)) == 200
+
+
+def test_laser_d_band_without_a_qualifying_length_has_no_limit():
+    """Released `_choose_target_length` falls back on the longest response of the batch being rewarded: no limit,
+    not the longest length of the monitor window (450 here)."""
+    p = laser_d()
+    first_window(p)
+    values(p, group([1, 1, 0], [250, 350, 100], budget=1000, completions=[GOOD] * 3, step=10))
+    low = group([1, 0, 0, 0], [500, 90, 90, 90], completions=[GOOD] * 4, step=10)  # 1 of 4 correct: low band
+    assert values(p, low) == [1.5, -0.5, -0.5, -0.5]
+    assert p.effective_budget(low) == 500
+    de = get_penalty("laser_de", grid=[100, 200, 300, 400], update_every=10)
+    first_window(de)
+    values(de, group([1, 1, 0], [250, 350, 100], budget=1000, completions=[GOOD] * 3, step=10))
+    # wrong, boxed, not repetitive, longer than anything seen: not over a limit that does not exist
+    assert values(de, group([0, 0, 0, 0], [600, 90, 90, 90], completions=[FRESH] + [GOOD] * 3, step=10)) == [-0.5] * 4
 
 
 def test_laser_d_state_round_trip():
@@ -302,19 +355,18 @@ def test_laser_d_state_round_trip():
 
 def test_laser_de_rewards_exploration():
     repetitive = "<think>" + "let me check that again " * 60 + "</think> \\boxed{2}"
-    fresh = "<think>" + " ".join(f"step{i}" for i in range(300)) + "</think> \\boxed{2}"
     p = get_penalty("laser_de")  # before the first update the target is the budget
     g = group(
-        [0, 0, 1, 0, 0, 0],
-        [500, 500, 100, 100, 50, 500],
-        [True, True, True, True, False, True],
+        [0, 0, 1, 0, 0, 0, 0],
+        [500, 500, 100, 100, 600, 150, 500],
+        [True, True, True, True, False, False, True],
         budget=200,
-        completions=[fresh, repetitive, GOOD, fresh, fresh, NO_BOX],
+        completions=[FRESH, repetitive, GOOD, FRESH, FRESH, FRESH, NO_BOX],
     )
     # wrong + over target + not repetitive: -0.5 + 0.5; repetitive, under target or badly formatted: no bonus;
-    # no EOS counts as over the target
-    assert values(p, g) == [0.0, -0.5, 1.5, -0.5, 0.0, -1.0]
-    assert repetition_ratio(repetitive, 8) > 0.9 and repetition_ratio(fresh, 8) == 0.0
+    # only the length decides, EOS or not: without EOS, 600 tokens are over the target and 150 are not
+    assert values(p, g) == [0.0, -0.5, 1.5, -0.5, 0.0, -0.5, -1.0]
+    assert repetition_ratio(repetitive, 8) > 0.9 and repetition_ratio(FRESH, 8) == 0.0
     assert repetition_ratio("too short", 8) == 0.0
 
 

@@ -273,7 +273,7 @@ def test_math_reward_pool_stops_with_training(tmp_path, tiny_model_dir):
 
 @pytest.mark.parametrize(
     "penalty, kwargs, recipe",
-    [("cosine", {}, "grpo"), ("kimi", {}, "dler"), ("shorterbetter", {"beta": 0.05}, "dler")],
+    [("cosine", {"exceed_margin": 0}, "grpo"), ("kimi", {}, "dler"), ("shorterbetter", {"beta": 0.05}, "dler")],
 )
 def test_penalty_and_optimizer_recipe_chosen_in_config(tmp_path, tiny_model_dir, penalty, kwargs, recipe):
     from dler.penalties import RolloutGroup, get_penalty

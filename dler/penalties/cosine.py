@@ -1,5 +1,6 @@
 """Cosine length-scaling reward (Yeo et al. 2025, "Demystifying Long Chain-of-Thought Reasoning in LLMs",
-arXiv 2502.03373, Sec. 4 / released code `openrlhf/reward/cosine.py`)."""
+arXiv 2502.03373, Sec. 4 / released code eddycmu/demystify-long-cot, `openrlhf/openrlhf/reward/cosine.py`:
+`CosineScaledSparseReward.reward`, with `MAX_LEN_MARGIN` from `openrlhf/openrlhf/reward/common.py`)."""
 
 from __future__ import annotations
 
@@ -15,16 +16,19 @@ from dler.penalties.registry import check_params, param, register_penalty
 @register_penalty("cosine")
 @dataclass(eq=False)
 class CosinePenalty(LengthPenalty):
-    """`lo + (hi - lo) * (1 + cos(pi L / Lmax)) / 2`, and `exceed_reward` once `L >= Lmax` or without EOS.
+    """`lo + (hi - lo) * (1 + cos(pi L / Lmax)) / 2`, and `exceed_reward` once `L + exceed_margin >= Lmax` or
+    without EOS.
 
     Correct answers (c > 0) use `(lo, hi) = (min_correct, max_correct)`: shorter earns more. Wrong ones use
     `(lo, hi) = (max_wrong, min_wrong)`: shorter is punished more. `Lmax` is `max_length` or, by default, the
-    generation cap `group.max_length`, as in the paper. Defaults are the paper's script. Not included: the released
-    code's 16-20 token margin before Lmax and its optional n-gram repetition penalty.
+    generation cap `group.max_length`, as in the paper. Defaults are the paper's script (section 4.2, cosine). The
+    released code counts a response as exceeding from `MAX_LEN_MARGIN = 16` tokens before `Lmax` (a guard
+    against off-by-one lengths); `exceed_margin` defaults to that 16, and `exceed_margin=0` is the paper's
+    `L >= Lmax`. Not included: the released code's optional n-gram repetition penalty (off in that script).
     """
 
     formula = (
-        "L >= Lmax or no EOS: exceed_reward; else lo + (hi-lo)(1+cos(pi L/Lmax))/2, (lo,hi) = "
+        "L + exceed_margin >= Lmax or no EOS: exceed_reward; else lo + (hi-lo)(1+cos(pi L/Lmax))/2, (lo,hi) = "
         "(min_correct,max_correct) if correct else (max_wrong,min_wrong); Lmax = generation cap"
     )
     reference = "Yeo et al. 2025, arXiv 2502.03373"
@@ -35,6 +39,7 @@ class CosinePenalty(LengthPenalty):
     min_wrong: float = param(-10.0)
     max_wrong: float = param(0.0)
     exceed_reward: float = param(-10.0)
+    exceed_margin: int = param(16, ge=0, help="tokens before Lmax from which a response exceeds (released: 16)")
 
     def __post_init__(self):
         check_params(self)
@@ -54,5 +59,5 @@ class CosinePenalty(LengthPenalty):
         lo = torch.where(correct, torch.tensor(self.min_correct, dtype=f64), torch.tensor(self.max_wrong, dtype=f64))
         hi = torch.where(correct, torch.tensor(self.max_correct, dtype=f64), torch.tensor(self.min_wrong, dtype=f64))
         rewards = lo + (hi - lo) * (1.0 + torch.cos(math.pi * lengths / lmax)) / 2.0
-        exceeded = (lengths >= lmax) | ~group.finished
+        exceeded = (lengths + self.exceed_margin >= lmax) | ~group.finished
         return torch.where(exceeded, self.exceed_reward, rewards).to(torch.float32)

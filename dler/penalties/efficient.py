@@ -16,9 +16,10 @@ class EfficientPenalty(LengthPenalty):
     """`c * (1 - alpha * sigmoid((L - mean) / (std + eps)))` over the group's correct responses; 0 without EOS.
 
     Mean and std are over the group's correct (c > 0) responses that ended with EOS; std is the population std
-    (numpy's `np.std`, as in their released `reward_server/math_server.py`), so one correct response gets
-    `c * (1 - alpha/2)`. A response without EOS earns 0. No correct response: every reward is `c` (0 for the
-    math grader).
+    (numpy's `np.std`, as in their released `reward_server/math_server.py`, `query`, with `--check_eos`), so one
+    correct response gets `c * (1 - alpha/2)`. A response without EOS earns 0. No correct response: every reward is
+    `c` (0 for the math grader; the released server gives 0 to every response that is not correct). Their server
+    counts lengths without special tokens, dler with EOS: the shift cancels in `L - mean`.
     """
 
     formula = "c * (1 - alpha * sigmoid((L - mean_c)/(std_c + eps))), mean/std over correct EOS responses; 0 if no EOS"

@@ -16,9 +16,12 @@ class KimiPenalty(LengthPenalty):
     """`c + coef * (lam if correct else min(0, lam))`, `lam = 0.5 - (L - minL) / (maxL - minL)` over the group.
 
     The shortest rollout of a group gets +0.5, the longest -0.5; all lengths equal -> `lam = 0`. Wrong answers are
-    only ever punished for length, never rewarded. Kimi's paper adds `lam` unweighted (`coef=1`); `coef=0.4` is
-    `len_coef` in Laser's re-implementation (hkust-nlp/Laser, `compute_kimi_penalty`), the version Laser and DLER
-    compare against. Lengths are taken as they are: a response cut by the cap simply is the longest.
+    only ever punished for length, never rewarded. The Kimi report (no released code) adds this length reward to
+    its 1/0 correctness reward "with a weighting parameter" whose value it does not give; `coef=0.4` is `len_coef`
+    in Laser's re-implementation (hkust-nlp/Laser, `length_penalty.py`: `compute_kimi_penalty`), the version Laser
+    and DLER compare against. That re-implementation adds it to Laser's own base scores instead (+1 correct, -0.5
+    wrong, -1 and no length term without a closed box or `</think>`: the `laser` penalty's); dler keeps the report's
+    1/0 correctness. Lengths are taken as they are: a response cut by the cap simply is the longest.
     """
 
     formula = "c + coef * (lam if correct else min(0, lam)), lam = 0.5 - (L - minL)/(maxL - minL) over the group"

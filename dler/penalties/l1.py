@@ -1,6 +1,9 @@
 """L1 / LCPO (Aggarwal & Welleck 2025, "L1: Controlling How Long A Reasoning Model Thinks With Reinforcement
 Learning", arXiv 2503.04697): the prompt asks for N tokens and the reward follows N.
 
+Released code: cmu-l3/l1, `math_reward.py` (`math_reward_fn`, `get_delta_score_linear` for Exact,
+`get_delta_score_linear_both` for Max), `main_ppo.py` (`RewardManager`), `scripts/train/run_l1_*.sh`.
+
 Each prompt row carries its target in a column (`add_length_targets` samples one per row and writes the "Think
 for N tokens." instruction into the prompt); the trainer must keep that column (TRL's GRPO default
 `remove_unused_columns=False` does).
@@ -42,7 +45,9 @@ def read_target(group: RolloutGroup, column: str, who: str) -> float:
 @register_penalty("l1_exact")
 @dataclass(eq=False)
 class L1ExactPenalty(LengthPenalty):
-    """LCPO-Exact: `c - alpha * |n_target - L|` (Eq. 2). Paper alpha = 0.0003; the released code uses 1/3000.
+    """LCPO-Exact: `c - alpha * |n_target - L|` (Eq. 2). Paper and released training script
+    (`reward_config.alpha=0.0003`): alpha = 0.0003; the 1/3000 in `get_delta_score_linear` is a default argument
+    that the script overrides.
 
     A response cut by the cap is judged by its (capped) length, as in the released reward.
     """
@@ -67,11 +72,15 @@ class L1ExactPenalty(LengthPenalty):
 class L1MaxPenalty(LengthPenalty):
     """LCPO-Max: `c * clip(alpha * (n_target - L) + delta, 0, 1)` (Eq. 3).
 
-    `variant="released"` is the released `get_delta_score_max`: `c * (clip(0.002 (n_target - L), -1, 1) + 1) / 2`
-    (alpha and delta unused); with the default alpha = 0.001, delta = 0.5 both give the same numbers.
+    `variant="released"` is the released `get_delta_score_linear_both`, `(clip(a (n_target - L), -1, 1) + 1) / 2`,
+    times c; its slope `a` is the run's `reward_config.alpha` (the 0.002 in its signature is a default argument),
+    here `a = 2 * alpha`, which makes it the paper formula with delta = 0.5 (delta unused). The default
+    alpha = 0.001 gives that default argument's a = 0.002. The released `math_reward_fn` adds the score to c under
+    `linear_reward` and multiplies under `multiplier_reward`; the L1-Max script sets neither (they come from its
+    extra arguments), so the repository does not say which trained L1-Max. dler multiplies, as the paper.
     """
 
-    formula = "c * clip(alpha*(n_target - L) + delta, 0, 1); released: c * (clip(0.002(n_target-L), -1, 1) + 1)/2"
+    formula = "c * clip(alpha*(n_target - L) + delta, 0, 1); released: c * (clip(2 alpha (n_target-L), -1, 1) + 1)/2"
     reference = "L1 (LCPO), Aggarwal & Welleck 2025, arXiv 2503.04697"
 
     alpha: float = param(0.001, ge=0.0)
@@ -86,7 +95,7 @@ class L1MaxPenalty(LengthPenalty):
         target = read_target(group, self.target_column, "l1_max")
         gap = target - group.lengths.to(torch.float64)
         if self.variant == "released":
-            score = ((0.002 * gap).clamp(-1.0, 1.0) + 1.0) / 2.0
+            score = ((2.0 * self.alpha * gap).clamp(-1.0, 1.0) + 1.0) / 2.0
         else:
             score = (self.alpha * gap + self.delta).clamp(0.0, 1.0)
         return (group.correctness.to(torch.float64) * score).to(torch.float32)

@@ -2,7 +2,8 @@
 Shaping", arXiv 2505.15612): a step bonus for correct answers within a target length.
 
 Rules follow the released code (hkust-nlp/Laser, `verl/utils/reward_score/length_penalty.py`: `compute_length_reward
-_larse*`, `_choose_target_length`; `verl/trainer/ppo/ray_trainer.py`: `_count_accuracy_bands_metrics`, `_monitor`).
+_larse*`, `_choose_target_length`; `verl/utils/reward_score/hf_math_verifier.py`: `compute_score`;
+`verl/trainer/ppo/ray_trainer.py`: `_count_accuracy_bands_metrics`, `_monitor`).
 """
 
 from __future__ import annotations
@@ -17,16 +18,37 @@ from dler.penalties.base import LengthPenalty, RolloutGroup
 from dler.penalties.registry import check_params, param, register_penalty
 
 BANDS = ("low", "medium", "high")
-_BOXED = re.compile(r"\\boxed\s*\{|\\fbox\s*\{")
+_BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BRACE = re.compile(r"\\.|[{}]", re.S)  # an escaped character (`\{`, `\}`) is one token and never a brace
+
+
+def has_boxed_answer(text: str) -> bool:
+    """The last `\\boxed{` (or `\\fbox{`) of `text` closes.
+
+    The last box is the answer a grader reads (as dler's `rewards.extract.last_boxed`), so a response cut inside its
+    final box has no boxed answer even if an earlier box closed. Escaped braces do not count.
+    """
+    opened = [box.end() for box in _BOX_OPEN.finditer(text)]
+    if not opened:
+        return False
+    depth = 1
+    for token in _BRACE.finditer(text, opened[-1]):
+        if token.group() == "{":
+            depth += 1
+        elif token.group() == "}":
+            depth -= 1
+            if depth == 0:
+                return True
+    return False
 
 
 def well_formatted(text: str, think_end: str, require_boxed: bool) -> bool:
-    """`think_end` present (if set) and a `\\boxed{` after it (if `require_boxed`)."""
+    """`think_end` present (if set) and, after it, a boxed answer that closes (if `require_boxed`)."""
     if think_end:
         if think_end not in text:
             return False
         text = text.split(think_end, 1)[1]
-    return not require_boxed or _BOXED.search(text) is not None
+    return not require_boxed or has_boxed_answer(text)
 
 
 def repetition_ratio(text: str, ngram: int) -> float:
@@ -38,19 +60,37 @@ def repetition_ratio(text: str, ngram: int) -> float:
     return 1.0 - len(set(grams)) / len(grams)
 
 
+def choose_target(
+    grid: tuple[int, ...], covered: list[int], total: int, fewest_correct: int, expected_correct: int
+) -> int | None:
+    """One band's Laser-D target: the smallest grid length L with `floor(covered(L) / total * fewest_correct)`
+    at least `expected_correct` (the released `_choose_target_length`, `round_method='floor'`), or None (no limit)
+    when none qualifies, as for a band with no rollouts in the window."""
+    for length, n in zip(grid, covered, strict=True):
+        if total and n * fewest_correct // total >= expected_correct:
+            return length
+    return None
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 @register_penalty("laser")
 @dataclass(eq=False)
 class LaserPenalty(LengthPenalty):
     """Base score +1 correct / -0.5 wrong / -1 badly formatted, plus `alpha` for a correct answer within the target.
 
-    Badly formatted (read from `group.completions`): no `think_end` marker, or no `\\boxed{}` after it; it scores
-    `format_reward` whatever its correctness (as the released `simplelr_math.compute_score`; its extra
-    "**Final Answer**" check is left out). The target is `target_length` or, by default, the group's budget. A
-    response without EOS counts as over the target.
+    Badly formatted (read from `group.completions`): no `think_end` marker, or no closed boxed answer after it (the
+    last `\\boxed{` must close, see `has_boxed_answer`); it scores `format_reward` whatever its correctness, as the
+    released `hf_math_verifier.compute_score`. The target is `target_length` or, by default, the group's budget.
+    As in the released `compute_length_reward_larse`, only the length decides "within the target" (L <= target): a
+    response cut by the generation cap has the cap's length, so it is over any target below the cap.
     """
 
     formula = (
-        "base (+1 correct, -0.5 wrong, -1 no think_end/boxed) + alpha if correct and L <= target; target = budget"
+        "base (+1 correct, -0.5 wrong, -1 no think_end or no closed last box) + alpha if correct and L <= target; "
+        "target = budget"
     )
     reference = "Laser, Liu et al. 2025, arXiv 2505.15612"
 
@@ -91,7 +131,7 @@ class LaserPenalty(LengthPenalty):
         return self.target_length if self.target_length is not None else group.budget
 
     def _bonus(self, group, target, correct, formatted) -> torch.Tensor:
-        return correct & group.finished & (group.lengths <= target)
+        return correct & (group.lengths <= target)
 
     def effective_budget(self, group: RolloutGroup) -> int:
         return self._target(group, group.correctness > 0)
@@ -112,7 +152,9 @@ class LaserDPenalty(LaserPenalty):
     (`_choose_target_length`, `round_method='floor'`): a band's target is the smallest L in `grid` with
     `floor(coverage(L) * n_band) >= expected_correct`, where coverage(L) is the share of the band's rollouts (all of
     them, right or wrong) no longer than L, and `n_band` the fewest correct rollouts a prompt of the band has:
-    floor(2G/3) high, floor(G/3) medium, 1 low (G = group size); no L qualifies -> the longest length seen.
+    floor(2G/3) high, floor(G/3) medium, 1 low (G = group size). When no L qualifies the band has no limit: the
+    released code then uses the longest response of the batch being rewarded, which every response is within;
+    here that is the longest response of the group.
     For these statistics the monitor bands are the released ones (low <= 1/3 < medium <= 2/3 < high, on raw
     correctness). Adaptation: Laser generates a separate monitor set every 20 steps; here the monitor is the
     training groups seen since the last update (`group.step` tells when `update_every` steps have passed). Until
@@ -123,7 +165,7 @@ class LaserDPenalty(LaserPenalty):
 
     formula = (
         "laser with target = per accuracy band (>=2/3, [1/3,2/3), <1/3) the smallest grid L covering enough "
-        "rollouts of the band, re-chosen every update_every steps"
+        "rollouts of the band (none: no limit), re-chosen every update_every steps"
     )
     reference = "Laser-D, Liu et al. 2025, arXiv 2505.15612"
 
@@ -135,14 +177,13 @@ class LaserDPenalty(LaserPenalty):
         super().__post_init__()
         if any(b <= a for a, b in zip(self.grid, self.grid[1:], strict=False)):
             raise ValueError(f"{self.name}: grid must increase, got {list(self.grid)}")
-        self.targets: dict[str, int] | None = None
+        self.targets: dict[str, int | None] | None = None  # a band's None: no limit
         self._reset_window(None)
 
     def _reset_window(self, start: int | None) -> None:
         self.window_start = start
         self.window_covered = {band: [0] * len(self.grid) for band in BANDS}
         self.window_total = dict.fromkeys(BANDS, 0)
-        self.window_max_length = 0
         self.group_size = 0
 
     def _update(self, step: int) -> None:
@@ -155,16 +196,16 @@ class LaserDPenalty(LaserPenalty):
         if self.group_size:
             size = self.group_size
             fewest_correct = {"high": size * 2 // 3, "medium": size // 3, "low": 1}
-            targets = {}
-            for band in BANDS:
-                total, covered = self.window_total[band], self.window_covered[band]
-                qualifying = [
-                    length
-                    for length, n in zip(self.grid, covered, strict=True)
-                    if total and n * fewest_correct[band] // total >= self.expected_correct
-                ]
-                targets[band] = qualifying[0] if qualifying else self.window_max_length
-            self.targets = targets
+            self.targets = {
+                band: choose_target(
+                    self.grid,
+                    self.window_covered[band],
+                    self.window_total[band],
+                    fewest_correct[band],
+                    self.expected_correct,
+                )
+                for band in BANDS
+            }
         self._reset_window(step)
 
     def _observe(self, group: RolloutGroup) -> None:
@@ -175,7 +216,6 @@ class LaserDPenalty(LaserPenalty):
         covered = (lengths <= torch.tensor(self.grid).reshape(1, -1)).sum(dim=0).tolist()
         self.window_covered[band] = [a + b for a, b in zip(self.window_covered[band], covered, strict=True)]
         self.window_total[band] += size
-        self.window_max_length = max(self.window_max_length, int(group.lengths.max()))
         self.group_size = size
 
     def _target(self, group: RolloutGroup, correct: torch.Tensor) -> int:
@@ -183,7 +223,14 @@ class LaserDPenalty(LaserPenalty):
             return super()._target(group, correct)
         hits, size = int(correct.sum()), correct.numel()
         band = "high" if 3 * hits >= 2 * size else "medium" if 3 * hits >= size else "low"
-        return self.targets[band]
+        target = self.targets[band]
+        return target if target is not None else int(group.lengths.max())  # no limit: every rollout is within
+
+    def effective_budget(self, group: RolloutGroup) -> int:
+        if self.targets is None:
+            return super().effective_budget(group)
+        _, correct, _ = self._scores(group)  # the band of the rewards: correct and well-formatted rollouts
+        return self._target(group, correct)
 
     def __call__(self, group: RolloutGroup) -> torch.Tensor:
         self._update(group.step)
@@ -197,7 +244,6 @@ class LaserDPenalty(LaserPenalty):
             "window_start": self.window_start,
             "window_covered": {band: list(v) for band, v in self.window_covered.items()},
             "window_total": dict(self.window_total),
-            "window_max_length": self.window_max_length,
             "group_size": self.group_size,
             "grid": list(self.grid),
         }
@@ -211,11 +257,10 @@ class LaserDPenalty(LaserPenalty):
                     f"{self.name}: state was saved with grid {state['grid']}, this penalty has {list(self.grid)}"
                 )
             targets = state["targets"]
-            self.targets = None if targets is None else {band: int(targets[band]) for band in BANDS}
+            self.targets = None if targets is None else {band: _optional_int(targets[band]) for band in BANDS}
             self.window_start = None if state["window_start"] is None else int(state["window_start"])
             self.window_covered = {band: [int(n) for n in state["window_covered"][band]] for band in BANDS}
             self.window_total = {band: int(state["window_total"][band]) for band in BANDS}
-            self.window_max_length = int(state["window_max_length"])
             self.group_size = int(state["group_size"])
         except (KeyError, TypeError) as error:
             raise ValueError(f"{self.name}: malformed state ({type(error).__name__}: {error}): {state!r}") from None
@@ -227,7 +272,8 @@ class LaserDEPenalty(LaserDPenalty):
     """Laser-D, plus `alpha` for exploring: a wrong, well-formatted, over-target response that is not repetitive.
 
     Repetitive (dler's simple rule; the released code uses a token n-gram detector): at least
-    `repetition_threshold` of the response's word `repetition_ngram`-grams are repeats. Over target includes no EOS.
+    `repetition_threshold` of the response's word `repetition_ngram`-grams are repeats. Over the target means
+    L > target, as in the released `compute_length_reward_larse_de`; a band without a limit has no rollout over it.
     """
 
     formula = "laser_d, and +alpha for a wrong, well-formatted response over its target that is not repetitive"
@@ -238,7 +284,7 @@ class LaserDEPenalty(LaserDPenalty):
 
     def _bonus(self, group, target, correct, formatted) -> torch.Tensor:
         bonus = super()._bonus(group, target, correct, formatted)
-        over = (group.lengths > target) | ~group.finished
+        over = group.lengths > target
         explore = formatted & ~correct & over
         if explore.any():
             if len(group.completions) != group.correctness.numel():

@@ -15,8 +15,10 @@ from dler.penalties.registry import check_params, param, register_penalty
 class ShorterBetterPenalty(LengthPenalty):
     """`alpha * c - beta * |L - L_sol|`, `L_sol` = the shortest correct length in the group (mean length if none).
 
-    As their released reward manager (`sb_compute_score`): correct means c > 0, and a response cut by the cap is
-    judged by its (capped) length like any other.
+    As their released reward manager (JingyangYi/ShorterBetter, `verl/verl/workers/reward_manager/naive.py`:
+    `check_correctness_and_length`, `sb_compute_score`, alpha 2.0 and beta 0.001): correct means c > 0, and a
+    response cut by the cap is judged by its (capped) length like any other. The released reward is `alpha` for a
+    correct answer; dler's `alpha * c` is the same for the 1/0 grader.
     """
 
     formula = "alpha*c - beta*abs(L - L_sol), L_sol = shortest correct L in the group (group mean L if none correct)"
