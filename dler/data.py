@@ -78,3 +78,54 @@ def math_prompts(
     dataset = drop_duplicates(dataset, problem_column, on_duplicate)
     dataset, _ = prepare_gold_answers(dataset, answer_column=answer_column, on_invalid=on_invalid, reward=reward)
     return dataset.map(lambda row: {"prompt": r1_prompt(row[problem_column])})
+
+
+def prompt_token_counts(dataset: Dataset, tokenizer, batch_size: int = 1000) -> list[int]:
+    """Tokens of each row's `prompt` after the chat template with the generation prompt, as TRL renders it."""
+    counts = []
+    for start in range(0, len(dataset), batch_size):
+        prompts = dataset[start : start + batch_size]["prompt"]
+        texts = tokenizer.apply_chat_template(prompts, tokenize=False, add_generation_prompt=True)
+        counts += [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    return counts
+
+
+def check_prompt_lengths(
+    counts: list[int], max_prompt_length: int | None, max_completion_length: int, context: int | None, name: str
+) -> int:
+    """Check that every prompt (cut to `max_prompt_length`) plus a full response fits the model's `context`, and
+    report the prompts the cap will cut. Returns how many; raises naming the rows that cannot fit."""
+    cut = [i for i, n in enumerate(counts) if max_prompt_length is not None and n > max_prompt_length]
+    if cut:
+        examples = ", ".join(f"row {i} ({counts[i]} tokens)" for i in cut[:5])
+        logger.warning(
+            "%s: %d of %d prompts are longer than max_prompt_length=%d tokens and will keep their last %d tokens "
+            "(%s).",
+            name,
+            len(cut),
+            len(counts),
+            max_prompt_length,
+            max_prompt_length,
+            examples,
+        )
+    if context is None:
+        return len(cut)
+    kept = [min(n, max_prompt_length) if max_prompt_length is not None else n for n in counts]
+    too_long = [i for i, n in enumerate(kept) if n + max_completion_length > context]
+    if too_long:
+        examples = ", ".join(f"row {i} ({kept[i]} tokens)" for i in too_long[:5])
+        raise ValueError(
+            f"{name}: {len(too_long)} prompts plus max_completion_length={max_completion_length} exceed the model's "
+            f"context of {context} tokens ({examples}). Set max_prompt_length (paper: 1024) to cut them, lower "
+            "max_completion_length, or drop those rows."
+        )
+    return len(cut)
+
+
+def model_context_length(config) -> int | None:
+    """The model's context in tokens, from its config (None when it does not say)."""
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

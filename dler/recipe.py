@@ -20,17 +20,92 @@ from dler.config import DLERConfig
 
 logger = logging.getLogger(__name__)
 
+TABLE_4 = "paper Table 4"
+RELEASED = "released script (NVlabs/DLER dler_slurm.sh on its patched verl)"
+
+# Every value a preset sets, with its source. Both presets fix what TRL 1.16 would otherwise change about the objective
+# (importance weights, KL form, prompt length); they differ where the paper and the released run differ.
+# docs/fidelity.md is the same table for people.
+_SHARED = {
+    "vllm_importance_sampling_correction": (
+        False,
+        "paper and released run: no vLLM importance weights (rollout_is off)",
+    ),
+    "delta": (10.0, f"{RELEASED}: dual-clip clip_ratio_c=10 (Table 4 is silent)"),
+    "use_bias_correction_kl": (False, f"{RELEASED}: plain KL, no ratio factor"),
+    "max_prompt_length": (1024, f"{TABLE_4} and {RELEASED}: max_prompt_length 1024, left-truncated"),
+    "eval_temperature": (0.6, f"{RELEASED}: validation sampling T=0.6, top_p 1.0"),
+    "num_generations_eval": (4, f"{RELEASED}: validation n=4"),
+    "eval_every_generations": (5, f"{RELEASED}: validation every 5 generation steps (test_freq=5)"),
+}
 PRESETS = {
-    # The paper's choices (arXiv 2510.15110) against its released launch script; see DLER-REFERENCE "Released
-    # code vs paper".
-    "paper": {"truncated_reward_scale": 0.0, "advantage_weighting": "sequence", "dynamic_sampling_metric": "reward"},
+    "paper": {
+        **_SHARED,
+        "truncated_reward_scale": (0.0, "paper Sec. 3: a response over the budget earns 0"),
+        "advantage_weighting": ("sequence", "paper Eq. (batch normalisation): one weight per sequence"),
+        "dynamic_sampling_metric": ("reward", f"{TABLE_4}: filter_groups metric seq_reward"),
+        "kl_estimator": ("k2", f"{TABLE_4}: kl_loss_type mse"),
+        "prompts_per_round": ("generation", "paper: every round is a whole generation batch (512 prompts)"),
+        "grader": ("dler", "paper Sec. 4: requires </think>, grades the last \\boxed{} after it"),
+    },
     "released": {
-        "truncated_reward_scale": 0.1,
-        "advantage_weighting": "token",
-        "dynamic_sampling_metric": "correctness",
+        **_SHARED,
+        "truncated_reward_scale": (0.1, f"{RELEASED}: stop_properly_penalty.penalty_coef=0.1"),
+        "advantage_weighting": ("token", f"{RELEASED}: masked_whiten weights every response token"),
+        "dynamic_sampling_metric": ("correctness", f"{RELEASED}: groups filtered on raw correctness"),
+        "kl_estimator": ("low_var_kl", f"{RELEASED}: kl_loss_type low_var_kl (k3 clamped to +-10), coef 0.0005"),
+        "prompts_per_round": (384, f"{RELEASED}: gen_batch_size=384 prompts per round until 512 groups are kept"),
+        "grader": ("released", f"{RELEASED}: its reward function (math-verify OR string OR sympy)"),
     },
     "none": {},  # recipes of other papers, which the DLER paper/released split does not describe
 }
+# TRL defaults the presets override and the fields that decide the objective: the dry run shows where each came from.
+OBJECTIVE = (
+    "learning_rate",
+    "lr_scheduler_type",
+    "weight_decay",
+    "max_grad_norm",
+    "beta",
+    "kl_estimator",
+    "use_bias_correction_kl",
+    "epsilon",
+    "epsilon_high",
+    "delta",
+    "loss_type",
+    "vllm_importance_sampling_correction",
+    "num_generations",
+    "temperature",
+    "top_p",
+    "max_prompt_length",
+    "max_completion_length",
+    "truncation_length",
+    "truncated_reward_scale",
+    "length_budgets",
+    "optimizer_recipe",
+    "penalty",
+    "penalty_kwargs",
+    "advantage_normalization",
+    "advantage_weighting",
+    "correct_advantage_boost",
+    "dynamic_sampling",
+    "dynamic_sampling_metric",
+    "prompts_per_round",
+    "max_sampling_rounds",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "steps_per_generation",
+    "max_steps",
+    "eval_strategy",
+    "eval_steps",
+    "num_generations_eval",
+    "eval_temperature",
+    "per_device_eval_batch_size",
+    "grader",
+    "use_vllm",
+    "vllm_mode",
+    "save_steps",
+    "seed",
+)
 
 
 @dataclass
@@ -66,6 +141,26 @@ class ScriptArguments:
             "'none' for recipes of other papers.",
             "choices": list(PRESETS),
         },
+    )
+    grader: str = field(
+        default="dler",
+        metadata={
+            "help": "Math grader: 'dler' (the last \\boxed{} after </think>, math-verify with dler's fixes) or "
+            "'released' (the released run's reward: text between the first and second </think>, math-verify OR "
+            "string OR sympy). docs/rewards.md.",
+            "choices": ["dler", "released"],
+        },
+    )
+    eval_dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Validation set during training: hub id or local file (released run: AIME-24). None: none."},
+    )
+    eval_dataset_split: str = field(default="train", metadata={"help": "Split of a hub validation set."})
+    eval_problem_column: str = field(default="problem", metadata={"help": "Problem column of the validation set."})
+    eval_answer_column: str = field(default="answer", metadata={"help": "Answer column of the validation set."})
+    eval_every_generations: int = field(
+        default=5,
+        metadata={"help": "Validate every this many generation steps (eval_steps = this x updates per generation)."},
     )
     prompts_per_generation: int = field(default=512, metadata={"help": "Prompts per generation batch (paper: 512)."})
     prompts_per_update: int = field(default=64, metadata={"help": "Prompts per optimizer update (paper: 64)."})
@@ -116,8 +211,34 @@ def batch_layout(
     }
 
 
+def _command_line_keys(argv: list[str]) -> set[str]:
+    return {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
+
+
+def _yaml_keys(argv: list[str]) -> set[str]:
+    if "--config" not in argv:
+        return set()
+    import yaml
+
+    with open(argv[argv.index("--config") + 1]) as f:
+        return set(yaml.safe_load(f) or {}) - {"env"}
+
+
+def resolve_preset(name: str, prompts_per_generation: int, dynamic_sampling: bool) -> dict[str, tuple]:
+    """The preset's (value, source) per field, with `prompts_per_round` resolved against the batch (and left out when
+    dynamic sampling is off, since there are no rounds then)."""
+    preset = dict(PRESETS[name])
+    if "prompts_per_round" in preset:
+        value, source = preset.pop("prompts_per_round")
+        if dynamic_sampling:
+            preset["prompts_per_round"] = (prompts_per_generation if value == "generation" else value, source)
+    return preset
+
+
 def parse(defaults: dict, argv: list[str] | None = None):
-    """Parse a recipe's arguments: defaults < preset < YAML config < command line, plus the derived batch layout."""
+    """Parse a recipe's arguments. Precedence, lowest first: the recipe's defaults, the preset, values derived from
+    the batch layout, a YAML `--config`, the command line. Returns the three argument objects, the batch layout and
+    where each setting came from."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("--dry-run", "--dry_run") for a in argv):
         argv += ["--use_cpu", "true"]  # a plan, printed anywhere: skip the GPU checks of bf16 and friends
@@ -128,7 +249,9 @@ def parse(defaults: dict, argv: list[str] | None = None):
         raise ValueError(f"recipe defaults name unknown fields {unknown}")
     parser.set_defaults(**defaults)
     script_args, training_args, _ = parser.parse_args_and_config(argv)
-    parser.set_defaults(**{**defaults, **PRESETS[script_args.preset]})
+    preset = resolve_preset(script_args.preset, script_args.prompts_per_generation, training_args.dynamic_sampling)
+    parser.set_defaults(**{name: value for name, (value, _) in preset.items()})
+    script_args, training_args, _ = parser.parse_args_and_config(argv)
 
     num_processes = script_args.num_processes or int(os.environ.get("WORLD_SIZE", "1"))
     layout = batch_layout(
@@ -138,53 +261,52 @@ def parse(defaults: dict, argv: list[str] | None = None):
         num_processes,
         training_args.per_device_train_batch_size,
     )
-    derived = [
-        "--gradient_accumulation_steps",
-        str(layout["gradient_accumulation_steps"]),
-        "--steps_per_generation",
-        str(layout["steps_per_generation"]),
-    ]
-    script_args, training_args, model_args = parser.parse_args_and_config(derived + argv)  # the command line wins
+    why = f"derived: {script_args.prompts_per_update} prompts per update on {num_processes} processes"
+    derived = {k: (layout[k], why) for k in ("gradient_accumulation_steps", "steps_per_generation")}
+    if script_args.eval_dataset_name:
+        group = training_args.num_generations_eval or training_args.num_generations
+        every = script_args.eval_every_generations
+        derived.update(
+            eval_strategy=("steps", "derived: eval_dataset_name is set"),
+            eval_steps=(
+                every * layout["updates_per_generation"],
+                f"derived: every {every} generation steps x {layout['updates_per_generation']} updates",
+            ),
+            per_device_eval_batch_size=(group, "derived: one validation group per rank and step"),
+        )
+    parser.set_defaults(**{name: value for name, (value, _) in derived.items()})
+    script_args, training_args, model_args = parser.parse_args_and_config(argv)
     layout["num_processes"] = num_processes
-    return script_args, training_args, model_args, layout
+    layout["generation_steps"] = training_args.max_steps / layout["updates_per_generation"]
 
+    command_line, yaml_keys = _command_line_keys(argv), _yaml_keys(argv)
+    own_defaults = DLERConfig.__dict__["__annotations__"]  # fields DLERConfig declares or re-declares
 
-def describe(script_args, training_args, model_args, layout) -> dict:
-    """The resolved run, as `--dry-run` prints it."""
-    keep = (
-        "output_dir",
-        "learning_rate",
-        "lr_scheduler_type",
-        "weight_decay",
-        "max_grad_norm",
-        "beta",
-        "epsilon",
-        "epsilon_high",
-        "loss_type",
-        "num_generations",
-        "temperature",
-        "top_p",
-        "max_completion_length",
-        "per_device_train_batch_size",
-        "gradient_accumulation_steps",
-        "steps_per_generation",
-        "max_steps",
-        "truncation_length",
-        "truncated_reward_scale",
-        "length_budgets",
-        "optimizer_recipe",
-        "penalty",
-        "penalty_kwargs",
-        "advantage_normalization",
-        "advantage_weighting",
-        "dynamic_sampling",
-        "dynamic_sampling_metric",
-        "max_sampling_rounds",
-        "use_vllm",
-        "vllm_mode",
-        "save_steps",
-        "seed",
+    def source(name: str) -> str:
+        if name in command_line:
+            return "command line"
+        if name in yaml_keys:
+            return "YAML config"
+        if name in derived:
+            return derived[name][1]
+        if name in preset:
+            return f"preset {script_args.preset}: {preset[name][1]}"
+        if name in defaults:
+            return "recipe"
+        if name in own_defaults:
+            return "DLERConfig default (its help names the source)"
+        return "default (TRL / transformers)"
+
+    sources = {name: source(name) for name in OBJECTIVE}
+    sources["max_steps"] += (
+        f" ({layout['generation_steps']:g} generation steps x {layout['updates_per_generation']} updates each)"
     )
+    return script_args, training_args, model_args, layout, sources
+
+
+def describe(script_args, training_args, model_args, layout, sources) -> dict:
+    """The resolved run, as `--dry-run` prints it: values, where each came from, and the batch arithmetic."""
+    values = {**vars(script_args), **vars(training_args)}
     return {
         "script": vars(script_args),
         "model": {
@@ -192,7 +314,8 @@ def describe(script_args, training_args, model_args, layout) -> dict:
             for k in ("model_name_or_path", "dtype", "use_peft", "lora_r")
             if hasattr(model_args, k)
         },
-        "training": {k: getattr(training_args, k) for k in keep},
+        "training": {k: values[k] for k in OBJECTIVE + ("output_dir",)},
+        "sources": sources,
         "batch": layout,
     }
 
@@ -220,6 +343,24 @@ def select_problems(rows, solve_rate_column: str | None, max_problems: int | Non
     return rows
 
 
+def check_prompts(model_args, training_args, datasets: dict) -> None:
+    """Before the model loads: every prompt, cut to `max_prompt_length`, plus a full response must fit the model's
+    context (read from its config and tokenizer only); prompts the cap will cut are counted and logged."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from dler.data import check_prompt_lengths, model_context_length, prompt_token_counts
+
+    kwargs = {"revision": model_args.model_revision, "trust_remote_code": training_args.trust_remote_code}
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, **kwargs)
+    context = model_context_length(AutoConfig.from_pretrained(model_args.model_name_or_path, **kwargs))
+    for name, dataset in datasets.items():
+        if dataset is not None:
+            counts = prompt_token_counts(dataset, tokenizer)
+            check_prompt_lengths(
+                counts, training_args.max_prompt_length, training_args.max_completion_length, context, name
+            )
+
+
 def train(script_args, training_args, model_args, callbacks=None):
     """Load data and model, train with DLER, resume from the last checkpoint in `output_dir` if there is one.
 
@@ -232,7 +373,9 @@ def train(script_args, training_args, model_args, callbacks=None):
     from dler.rewards import MathReward
     from dler.trainer import DLERTrainer
 
-    reward = MathReward(answer_column=script_args.answer_column, num_workers=script_args.reward_workers)
+    reward = MathReward(
+        answer_column=script_args.answer_column, num_workers=script_args.reward_workers, grader=script_args.grader
+    )
     rows = select_problems(
         load_rows(script_args.dataset_name, script_args.dataset_split, script_args.dataset_revision),
         script_args.solve_rate_column,
@@ -251,6 +394,19 @@ def train(script_args, training_args, model_args, callbacks=None):
         reward=reward,
         on_duplicate=script_args.duplicate_problems,
     )
+    eval_dataset = None
+    if script_args.eval_dataset_name:
+        eval_dataset = math_prompts(
+            load_rows(script_args.eval_dataset_name, script_args.eval_dataset_split),
+            problem_column=script_args.eval_problem_column,
+            answer_column=script_args.eval_answer_column,
+            on_invalid=script_args.invalid_answers,
+            reward=reward,
+            on_duplicate=script_args.duplicate_problems,
+        )
+        if script_args.eval_answer_column != script_args.answer_column:  # the reward reads one column
+            eval_dataset = eval_dataset.rename_column(script_args.eval_answer_column, script_args.answer_column)
+    check_prompts(model_args, training_args, {"training set": dataset, "validation set": eval_dataset})
     if model_args.dtype not in (None, "auto") or model_args.attn_implementation:
         training_args.model_init_kwargs = {
             **(training_args.model_init_kwargs or {}),
@@ -268,6 +424,7 @@ def train(script_args, training_args, model_args, callbacks=None):
         reward_funcs=[reward],
         args=training_args,
         train_dataset=dataset,
+        eval_dataset=eval_dataset,
         peft_config=get_peft_config(model_args),
     )
     for callback in callbacks or []:
@@ -283,8 +440,8 @@ def train(script_args, training_args, model_args, callbacks=None):
 
 def run(defaults: dict, argv: list[str] | None = None, callbacks=None):
     """A recipe's `__main__`: parse, then print the plan (`--dry-run`) or train (returns the trainer)."""
-    script_args, training_args, model_args, layout = parse(defaults, argv)
+    script_args, training_args, model_args, layout, sources = parse(defaults, argv)
     if script_args.dry_run:
-        print(json.dumps(describe(script_args, training_args, model_args, layout), indent=2, default=str))
+        print(json.dumps(describe(script_args, training_args, model_args, layout, sources), indent=2, default=str))
         return None
     return train(script_args, training_args, model_args, callbacks)

@@ -16,6 +16,7 @@ DEFAULTS = {
     "per_device_train_batch_size": 16,
     "max_steps": 150 * 8,  # 150 generation steps x 8 updates
     "truncation_length": 4000,
+    "eval_dataset_name": "HuggingFaceH4/aime_2024",  # validation as the released run: AIME-24 (split train)
     "length_budgets": ["0.5:2000"],
     "max_completion_length": 4000,
     "use_vllm": True,
