@@ -2,6 +2,7 @@
 
     dler eval --model PATH --output-dir DIR [--benchmarks math500,aime24,amc,minerva,olympiad] [--n 16]
               [--temperature 0.6 | 0,0.6] [--top-p 0.95] [--max-tokens 32768] [--backend auto|vllm|transformers]
+              [--grader dler|released]
     dler report RUN_DIR... [--baseline RUN_DIR] [--output DIR]
     dler solve-rate --model PATH --data TRAIN.jsonl --output OUT.jsonl [--n 16] [--temperature 0.6]
 
@@ -33,6 +34,7 @@ def _temperatures(text: str) -> list[float]:
 
 def _eval_parser(sub) -> argparse.ArgumentParser:
     from dler.eval.benchmarks import DEFAULT_BENCHMARKS, R1_PROMPT_TEMPLATE
+    from dler.rewards import GRADERS
 
     p = sub.add_parser(
         "eval",
@@ -64,6 +66,10 @@ def _eval_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--enforce-eager", action="store_true", help="vLLM: no CUDA graphs")
     p.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32")
     p.add_argument("--grader-workers", type=int, default=None, help="grading processes (0: in this process)")
+    p.add_argument("--grader", choices=GRADERS, default="dler",
+                   help="dler: the last \\boxed{} after </think>, math-verify with dler's reading rules; released: "
+                        "DLER's released reward (math-verify OR normalised strings OR sympy). Recorded in the "
+                        "protocol; a run resumes only with its own grader")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--list-benchmarks", action="store_true", help="print the registry and exit")
     return p
@@ -158,6 +164,7 @@ def _run_eval(args, parser) -> int:
         dtype=args.dtype,
         enforce_eager=args.enforce_eager,
         grader_workers=args.grader_workers,
+        grader=args.grader,
         progress=not args.no_progress,
     )
     try:

@@ -154,3 +154,81 @@ def test_hub_failure_names_the_benchmark_and_the_local_alternative(monkeypatch):
         B.BenchmarkError, match="cannot load benchmark 'amc' from the hub .* --data-dir with amc.jsonl"
     ):
         B.load_benchmark(B.get_benchmark("amc"))
+
+
+# --------------------------------------------------------------------------------------------- gold self-check
+
+# Golds in each benchmark's own format (field, values): every one must grade correct against itself.
+REALISTIC_GOLDS = {
+    "minerva": ("answer", ["4.5e33", "1.3 \\times 10^{-5}", "\\frac{1}{2}", "9.6 \\mathrm{~km}", "3e8", "7.77e6",
+                           "0.00913", "1.2e-5", "300 K", "6.626 \\times 10^{-34} \\mathrm{~J} \\cdot \\mathrm{s}"]),
+    "olympiad": ("final_answer", [["$\\frac{\\sqrt{3}}{2}$"], ["$(1,2)$"], ["$x=3$"], ["$(7,9)$", "$(9,7)$"],
+                                  ["$2^{2023}$"], ["$[-1, 3)$"]]),
+    "amc": ("answer", [142.0, 8142.0, 0.5, 3.0]),
+    "math500": ("answer", ["\\left( 3, \\frac{\\pi}{2} \\right)", "\\text{(C)}", "10\\%", "\\frac{14}{3}", "p - q",
+                           "\\{1, 2\\}", "[-2, 7)", "\\text{Evelyn}", "x^2 + 7x + 10", "\\$18.90", "90^\\circ"]),
+    "aime24": ("answer", ["204", "033", "25"]),
+}  # fmt: skip
+
+
+def write_golds(directory, name, field, values):
+    problem = B.BENCHMARKS[name].problem_field
+    rows = [{problem: f"problem {i}", field: v} for i, v in enumerate(values)]
+    (directory / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.mark.parametrize("grader", ["dler", "released"])
+@pytest.mark.parametrize("name", sorted(REALISTIC_GOLDS))
+def test_every_gold_of_each_benchmark_style_grades_correct_against_itself(tmp_path, caplog, name, grader):
+    field, values = REALISTIC_GOLDS[name]
+    write_golds(tmp_path, name, field, values)
+    caplog.set_level("WARNING", logger="dler.eval.benchmarks")
+    loaded = B.load_benchmark(B.get_benchmark(name), tmp_path, grader=grader)
+    assert loaded.invalid_golds == []
+    assert loaded.source["gold_check"] == {"grader": grader, "checked": len(values), "invalid": 0, "rows": []}
+    assert "cannot be graded" not in caplog.text
+
+
+def test_bad_golds_are_reported_in_one_warning_by_benchmark_row_and_value(tmp_path, caplog):
+    write_golds(tmp_path, "minerva", "answer", ["4.5e33", "\\sqrt{", "2.5", "", "x^{"])
+    caplog.set_level("WARNING", logger="dler.eval.benchmarks")
+    loaded = B.load_benchmark(B.get_benchmark("minerva"), tmp_path)
+    assert [(i, v) for i, v, _ in loaded.invalid_golds] == [(1, "\\sqrt{"), (3, ""), (4, "x^{")]
+    check = loaded.source["gold_check"]
+    assert check["grader"] == "dler" and check["checked"] == 5 and check["invalid"] == 3
+    assert [row[:2] for row in check["rows"]] == [[1, "\\sqrt{"], [3, ""], [4, "x^{"]]
+    records = [r for r in caplog.records if "cannot be graded" in r.getMessage()]
+    assert len(records) == 1
+    message = records[0].getMessage()
+    assert message.startswith("minerva: 3 of 5 gold answers cannot be graded by the 'dler' grader")
+    assert "row 1: '\\\\sqrt{'" in message and "row 3: ''" in message and "row 4: 'x^{'" in message
+    assert "row 0" not in message and "row 2" not in message
+
+
+def test_a_gold_that_does_not_match_itself_is_reported(tmp_path, monkeypatch, caplog):
+    from dler.rewards import grading
+
+    real = grading.grade
+
+    def never_seven(gold, pred, timeout=5):  # a gold that parses but that the grader never accepts
+        return (0.0, "wrong", "") if gold == "\\frac{7}{2}" else real(gold, pred, timeout)
+
+    monkeypatch.setattr(grading, "grade", never_seven)
+    write_golds(tmp_path, "aime24", "answer", ["7", "\\frac{7}{2}"])
+    caplog.set_level("WARNING", logger="dler.eval.benchmarks")
+    loaded = B.load_benchmark(B.get_benchmark("aime24"), tmp_path)
+    assert loaded.invalid_golds == [(1, "\\frac{7}{2}", "does not match itself (wrong)")]
+    assert "aime24: 1 of 2 gold answers" in caplog.text
+
+
+def test_gold_check_can_be_skipped_or_use_a_given_reward(tmp_path):
+    from dler.rewards import MathReward
+
+    write_golds(tmp_path, "aime24", "answer", ["1", "\\sqrt{"])
+    assert "gold_check" not in B.load_benchmark(B.get_benchmark("aime24"), tmp_path, grader=None).source
+    with MathReward(num_workers=0, grader="released") as reward:
+        loaded = B.load_benchmark(B.get_benchmark("aime24"), tmp_path, grader=reward)
+        assert loaded.source["gold_check"]["grader"] == "released"
+        assert loaded.invalid_golds == []  # the released grader's string check accepts "\sqrt{" against itself
+    with pytest.raises(ValueError, match="grader must be one of"):
+        B.load_benchmark(B.get_benchmark("aime24"), tmp_path, grader="verl")

@@ -66,6 +66,7 @@ def test_missing_data_file_names_the_path_and_the_expected_name(capsys, tmp_path
         (["--backend", "sglang"], "invalid choice: 'sglang'"),
         (["--prompt-template", "no placeholder"], "must contain {problem}"),
         (["--tensor-parallel-size", "2", "--backend", "transformers"], "need --backend vllm"),
+        (["--grader", "verl"], "argument --grader: invalid choice: 'verl'"),
     ],
 )
 def test_invalid_values_are_rejected_before_loading(capsys, tmp_path, extra, message):
@@ -81,6 +82,16 @@ def test_vllm_backend_without_vllm_is_a_clear_error(capsys, tmp_path, monkeypatc
     code, err = run_cli(["eval", "--model", NO_MODEL, "--output-dir", str(tmp_path), "--backend", "vllm",
                          "--data-dir", str(FIXTURES)], capsys)  # fmt: skip
     assert code == 2 and "vLLM is not installed" in err and "--backend transformers" in err
+
+
+def test_grader_option_reaches_the_config(tmp_path, monkeypatch):
+    import dler.eval.run as R
+
+    seen = []
+    monkeypatch.setattr(R, "evaluate", lambda config: seen.append(config) or {})
+    base = ["eval", "--model", NO_MODEL, "--output-dir", str(tmp_path), "--data-dir", str(FIXTURES)]
+    assert cli.main(base) == 0 and cli.main([*base, "--grader", "released"]) == 0
+    assert [c.grader for c in seen] == ["dler", "released"]
 
 
 def test_model_and_output_dir_are_required(capsys):

@@ -80,6 +80,44 @@ def test_protocol_is_recorded(tmp_path):
     assert saved["protocol"]["resume_key"]["temperature"] == 0.6
 
 
+def test_grader_is_recorded_from_the_grader_used_and_checks_golds(tmp_path):
+    out = evaluate(config(tmp_path, grader="released"), backend=ScriptedBackend(oracle), tokenizer=CharTokenizer())
+    results = next(iter(out.values()))
+    protocol = results["protocol"]
+    assert protocol["grader"]["grader"] == "released" and "released" in protocol["grader"]["description"]
+    assert protocol["resume_key"]["grader"] == "released"
+    assert protocol["benchmarks"]["math500"]["gold_check"] == {"grader": "released", "checked": 3, "invalid": 0,
+                                                                "rows": []}  # fmt: skip
+    assert results["benchmarks"]["math500"]["pass@1"] == pytest.approx(0.5)
+    # a grader passed in is what the protocol names, whatever the config says
+    from dler.rewards import MathReward
+
+    with MathReward(num_workers=0, grader="released") as grader:
+        out = evaluate(config(tmp_path / "b"), backend=ScriptedBackend(oracle), tokenizer=CharTokenizer(),
+                       grader=grader)  # fmt: skip
+    protocol = next(iter(out.values()))["protocol"]
+    assert protocol["grader"]["grader"] == "released" and protocol["resume_key"]["grader"] == "released"
+
+
+def test_resume_refuses_another_grader(tmp_path):
+    evaluate(config(tmp_path), backend=ScriptedBackend(oracle), tokenizer=CharTokenizer())
+    with pytest.raises(ResumeError, match="grader: 'dler' there, 'released' now"):
+        evaluate(config(tmp_path, grader="released"), backend=ScriptedBackend(oracle), tokenizer=CharTokenizer())
+    # a run written before the grader was recorded was graded by the dler grader
+    path = tmp_path / "run" / "protocol.json"
+    protocol = json.loads(path.read_text())
+    del protocol["resume_key"]["grader"]
+    path.write_text(json.dumps(protocol))
+    evaluate(config(tmp_path), backend=ScriptedBackend(oracle), tokenizer=CharTokenizer())
+    with pytest.raises(ResumeError, match="grader: 'dler' there, 'released' now"):
+        evaluate(config(tmp_path, grader="released"), backend=ScriptedBackend(oracle), tokenizer=CharTokenizer())
+
+
+def test_invalid_grader_is_rejected_naming_the_option(tmp_path):
+    with pytest.raises(ValueError, match="--grader must be one of 'dler', 'released'; got 'verl'"):
+        config(tmp_path, grader="verl").validate()
+
+
 def test_rerunning_a_finished_run_generates_nothing(tmp_path):
     evaluate(config(tmp_path), backend=ScriptedBackend(oracle), tokenizer=CharTokenizer())
     again = ScriptedBackend(oracle)

@@ -14,6 +14,7 @@ from dler.rewards import (
     MathReward,
     completion_text,
     extract_answer,
+    forms,
     last_boxed,
     math_correctness,
     normalize_gold,
@@ -184,6 +185,126 @@ def test_normalize_gold(raw, gold):
     assert normalize_gold(raw)[0] == gold
 
 
+# ------------------------------------------------------------------------------------------ answer forms (pure)
+
+E_NOTATION_CASES = [
+    ("4.5e33", "4.5\\times10^{33}"),
+    ("1.2e-5", "1.2\\times10^{-5}"),
+    ("3e8", "3\\times10^{8}"),
+    ("1E+5", "1\\times10^{5}"),
+    ("-7.5e-7", "-7.5\\times10^{-7}"),
+    ("(1.5e3, 2e4)", "(1.5\\times10^{3}, 2\\times10^{4})"),
+    ("e", "e"),  # Euler's number alone
+    ("2e", "2e"),  # 2 times e
+    ("e^{2}", "e^{2}"),
+    ("2e^{3}", "2e^{3}"),
+    ("\\exp(3)", "\\exp(3)"),
+    ("x2e3", "x2e3"),  # inside a word
+    ("2e3x", "2e3x"),
+    ("sec2e3", "sec2e3"),
+    ("\\text{see3}", "\\text{see3}"),
+    ("1e999999", "1e999999"),  # never a million-digit power of ten
+]
+
+
+@pytest.mark.parametrize("raw,expanded", E_NOTATION_CASES)
+def test_e_notation(raw, expanded):
+    assert forms.expand_e_notation(raw) == expanded
+
+
+def test_ambiguous_e_notation_is_read_both_ways_in_answers_only():
+    assert forms.answer_readings("2e-1") == ["2\\times10^{-1}", "2e-1"]  # 0.2, or 2e - 1
+    assert forms.answer_readings("2.0e-1") == ["2.0\\times10^{-1}"]  # a decimal mantissa: only a number
+    assert forms.answer_readings("3e8") == ["3\\times10^{8}"]  # an unsigned exponent: only a number
+    assert forms.gold_reading("5e-7") == "5\\times10^{-7}"  # golds: e-notation is Minerva's number format
+
+
+SPLIT_UNIT_CASES = [
+    ("5\\text{ cm}", ("5", " cm")),
+    ("9.6 \\mathrm{~km}", ("9.6", "~km")),
+    ("5 m", ("5", "m")),
+    ("5\\,\\mathrm{m}", ("5", "m")),
+    ("300 K", ("300", "K")),
+    ("3\\,\\mathrm{m}/\\mathrm{s}", ("3", "m / s")),
+    ("1.2 \\times 10^{-5} \\mathrm{~m}", ("1.2 \\times 10^{-5}", "~m")),
+    ("10^{3}\\mathrm{~cm}^{-3}", ("10^{3}", "~cm^{-3}")),
+    ("45^\\circ", ("45", "\\circ")),
+    ("5", ("5", None)),
+    ("2 x", ("2 x", None)),  # a variable, not a unit
+    ("1 A", ("1 A", None)),  # a capital that is more often a variable or a choice than amperes
+    ("\\text{(C)}", ("\\text{(C)}", None)),  # nothing before it: not a quantity
+    ("3 \\text{ and } 5", ("3 \\text{ and } 5", None)),
+    ("5\\text{ (approx.)}", ("5\\text{ (approx.)}", None)),
+    ("x = \\text{ cm}", ("x = \\text{ cm}", None)),
+]
+
+
+@pytest.mark.parametrize("raw,split", SPLIT_UNIT_CASES)
+def test_split_unit(raw, split):
+    assert forms.split_unit(raw) == split
+
+
+@pytest.mark.parametrize(
+    "a,b,same",
+    [
+        ("~km", "kilometers", True),
+        ("m", "\\text{ meters}", True),
+        ("m / s", "m \\, s^{-1}", True),
+        ("m/s", "meters per second", True),
+        ("m^2", "square meters", True),
+        ("\\circ", "degrees", True),
+        ("\\AA", "Angstroms", True),
+        ("\\mu m", "um", True),
+        ("cm", "m", False),
+        ("mm", "Mm", False),  # symbols keep their case
+        ("m/s", "m s", False),
+        ("\\circ", "rad", False),
+    ],
+)
+def test_same_unit(a, b, same):
+    assert forms.same_unit(a, b) == same
+
+
+@pytest.mark.parametrize(
+    "raw,letter,label",
+    [
+        ("C", "C", (None, "C")),
+        ("(C)", "C", (None, "(C)")),
+        ("\\text{(C)}", "C", (None, "\\text{(C)}")),
+        ("\\textbf{(C)}", "C", (None, "\\textbf{(C)}")),
+        ("(A) 12", None, ("A", "12")),
+        ("\\text{(A) } 12", None, ("A", "12")),
+        ("\\textbf{(A)} 12", None, ("A", "12")),
+        ("\\text{(A) 12}", None, ("A", "12")),
+        ("(1, 2)", None, (None, "(1, 2)")),
+        ("(A, B)", None, (None, "(A, B)")),  # a pair of points, not a label
+        ("F", None, (None, "F")),  # choices run from A to E
+    ],
+)
+def test_choice_labels(raw, letter, label):
+    assert forms.choice_letter(raw) == letter
+    assert forms.split_choice(raw) == label
+
+
+def test_tidy_strips_grouping_braces_and_a_full_stop_only():
+    assert forms.tidy("{{{12}}}") == "12"
+    assert forms.tidy("{12}.") == "12"
+    assert forms.tidy("{(1,2)}") == "(1,2)"
+    assert forms.tidy("\\{1, 2\\}") == "\\{1, 2\\}"  # escaped braces print: a set
+    assert forms.tidy("{1}+{2}") == "{1}+{2}"  # not one group
+    assert forms.tidy("1, 2, ..") == "1, 2, .."
+    assert forms.tidy("1.5") == "1.5"
+
+
+def test_unicode_roots_take_their_whole_operand():
+    assert ex.clean_text("\u221a12") == "\\sqrt{12}"  # LaTeX's \sqrt12 would be sqrt(1)*2
+    assert ex.clean_text("2\u221a3") == "2\\sqrt{3}"
+    assert ex.clean_text("\u221a(x+1)") == "\\sqrt{x+1}"
+    assert ex.clean_text("\u221a(x\u00b2+1)") == "\\sqrt{x^2+1}"
+    assert ex.clean_text("\u221b27") == "\\sqrt[3]{27}"
+    assert ex.clean_text("\u221a{12}") == "\\sqrt{12}"
+
+
 def test_every_status_has_a_metric():
     statuses = [v for k, v in vars(ex).items() if k.isupper() and isinstance(v, str) and v != "</think>"]
     assert all(category(s) in CATEGORIES for s in statuses)
@@ -251,6 +372,57 @@ def test_equivalences(reward):
     completions = [r1(a) for _, a, _ in EQUIVALENCES]
     grades = reward.grade(completions, golds)
     wrong = [(g, a, e, gr) for (g, a, e), gr in zip(EQUIVALENCES, grades, strict=True) if gr.score != e]
+    assert not wrong
+    assert {gr.status for gr in grades} <= {"correct", "wrong"}
+
+
+# Each rule of `dler.rewards.forms` (and the unicode roots of `extract`) with a case that fails without it.
+DECISIONS = [
+    # e-notation (Minerva golds): a number, not Euler's e
+    ("4.5e33", "4.5 \\times 10^{33}", 1.0),
+    ("1.2e-5", "1.2\\times10^{-5}", 1.0),
+    ("3e8", "3 \\times 10^8", 1.0),
+    ("3 \\times 10^{8}", "3e8", 1.0),
+    ("4.5e33", "4.6 \\times 10^{33}", 0.0),
+    ("0.2", "2e-1", 1.0),  # ambiguous: read as a number ...
+    ("2e - 1", "2e-1", 1.0),  # ... or as 2e - 1
+    ("2e", "2e", 1.0),
+    ("e^{2}", "e^2", 1.0),
+    # tiny numbers compare by significant figures (math-verify's 6-decimal rounding calls them all equal)
+    ("1.3 \\times 10^{-5}", "0.0000134", 0.0),
+    ("1.2e-9", "0.000000005", 0.0),
+    ("1.3e-5", "0.000013", 1.0),
+    ("\\frac{1}{3}", "0.333333", 1.0),  # ordinary sizes keep math-verify's rounding
+    # units
+    ("5\\text{ m}", "5\\text{ cm}", 0.0),
+    ("5\\text{ m}", "5", 1.0),
+    ("5", "5\\text{ m}", 1.0),
+    ("5 m", "5\\,\\mathrm{m}", 1.0),
+    ("9.6 \\mathrm{~km}", "9.6\\text{ kilometers}", 1.0),
+    ("9.6 \\mathrm{~km}", "9.6", 1.0),
+    ("9.6 \\mathrm{~km}", "9600 \\text{ m}", 0.0),  # no conversions: the problem names the unit
+    ("45^\\circ", "45\\text{ radians}", 0.0),
+    ("45^\\circ", "45", 1.0),
+    # choice labels
+    ("A", "\\text{(A) } 12", 1.0),
+    ("B", "\\text{(A) } 12", 0.0),
+    ("12", "\\text{(A) } 12", 1.0),
+    ("13", "\\text{(A) } 12", 0.0),
+    ("\\text{(C)}", "\\textbf{(C)} 7", 1.0),
+    # braces, full stops, unicode roots
+    ("(1,2)", "{(1,2)}", 1.0),
+    ("12", "{{{12}}}", 1.0),
+    ("13", "{{{12}}}", 0.0),
+    ("12", "12.", 1.0),
+    ("2\\sqrt{3}", "\u221a12", 1.0),
+    ("\\sqrt{12}", "\u221a12", 1.0),
+]
+
+
+def test_decisions(reward):
+    golds = [g for g, _, _ in DECISIONS]
+    grades = reward.grade([r1(a) for _, a, _ in DECISIONS], golds)
+    wrong = [(g, a, e, gr) for (g, a, e), gr in zip(DECISIONS, grades, strict=True) if gr.score != e]
     assert not wrong
     assert {gr.status for gr in grades} <= {"correct", "wrong"}
 

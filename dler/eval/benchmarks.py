@@ -171,7 +171,9 @@ class Problem:
 class LoadedBenchmark:
     benchmark: Benchmark
     problems: list[Problem]
-    source: dict[str, Any]  # what results.json records: where the rows came from, revision, hashes
+    source: dict[str, Any]  # what results.json records: where the rows came from, revision, hashes, gold check
+    # golds the grader cannot grade (every sample of their problem would score 0): (row index, value, why)
+    invalid_golds: list[tuple[int, Any, str]] = field(default_factory=list)
 
 
 def _field(row: dict, benchmark: Benchmark, which: str, where: str, i: int):
@@ -229,9 +231,13 @@ def _resolved_revision(benchmark: Benchmark) -> str | None:
 
 
 def load_benchmark(
-    benchmark: Benchmark, data_dir: str | Path | None = None, limit: int | None = None
+    benchmark: Benchmark, data_dir: str | Path | None = None, limit: int | None = None, grader: Any = "dler"
 ) -> LoadedBenchmark:
-    """The problems of one benchmark, from `data_dir/<name>.jsonl` or the hub (`datasets.load_dataset`)."""
+    """The problems of one benchmark, from `data_dir/<name>.jsonl` or the hub (`datasets.load_dataset`).
+
+    `grader` checks every gold answer at load time (`check_gold_answers`): a grader name ("dler", "released"),
+    a `dler.rewards.MathReward` (its workers and caches are used), or None to skip the check.
+    """
     if data_dir is not None:
         path = local_path(benchmark, data_dir)
         if not path.is_file():
@@ -283,7 +289,57 @@ def load_benchmark(
             "content_sha256": _content_sha256(problems),
         }
     )
-    return LoadedBenchmark(benchmark, problems, source)
+    loaded = LoadedBenchmark(benchmark, problems, source)
+    if grader is not None:
+        check_gold_answers(loaded, grader)
+    return loaded
+
+
+_SHOWN_INVALID = 20  # rows named in the warning; source["gold_check"]["rows"] holds all of them
+
+
+def check_gold_answers(loaded: LoadedBenchmark, grader: Any = "dler") -> list[tuple[int, Any, str]]:
+    """Grade each gold answer against itself, the way the grader will read it, and report those that fail.
+
+    A gold that cannot be parsed, or that does not grade correct against itself, scores 0 for every sample of
+    its problem whatever the model answers. They are logged in one warning (benchmark name, row index, value and
+    why), kept in `loaded.invalid_golds` and counted in `loaded.source["gold_check"]`, which results.json
+    records. Returns the invalid golds. `grader` is a grader name (checked in this process) or a `MathReward`
+    (checked by its workers, which keep the golds cached for grading).
+    """
+    from dler.rewards import MathReward
+
+    reward = grader if hasattr(grader, "check_answers") else MathReward(num_workers=0, grader=grader)
+    try:
+        verdicts = reward.check_answers([p.answer for p in loaded.problems])
+    finally:
+        if reward is not grader:
+            reward.close()
+    invalid = [(p.index, p.answer, why) for p, (ok, why) in zip(loaded.problems, verdicts, strict=True) if not ok]
+    loaded.invalid_golds = invalid
+    loaded.source["gold_check"] = {
+        "grader": reward.grader,
+        "checked": len(loaded.problems),
+        "invalid": len(invalid),
+        "rows": [[i, _json_safe(v), why] for i, v, why in invalid],
+    }
+    if invalid:
+        shown = "; ".join(f"row {i}: {v!r} ({why})" for i, v, why in invalid[:_SHOWN_INVALID])
+        more = f"; and {len(invalid) - _SHOWN_INVALID} more" if len(invalid) > _SHOWN_INVALID else ""
+        logger.warning(
+            "%s: %d of %d gold answers cannot be graded by the %r grader (every sample of these problems will "
+            "score 0): %s%s",
+            loaded.benchmark.name, len(invalid), len(loaded.problems), reward.grader, shown, more,
+        )  # fmt: skip
+    return invalid
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def build_prompt(tokenizer, problem: str, template: str = R1_PROMPT_TEMPLATE) -> str:

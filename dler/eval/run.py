@@ -41,6 +41,7 @@ from dler.eval.benchmarks import (
     prompt_ids,
 )
 from dler.eval.generate import Backend, Request, SamplingSettings, resolve_backend
+from dler.rewards import check_grader
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,11 @@ PROTOCOL_FILE = "protocol.json"
 RESULTS_FILE = "results.json"
 GENERATIONS_DIR = "generations"
 # settings a resumed run must share with the lines already written
-RESUME_KEYS = ("model", "backend", "n", "temperature", "top_p", "max_tokens", "seed", "prompt_template", "chunk_size")
+RESUME_KEYS = (
+    "model", "backend", "n", "temperature", "top_p", "max_tokens", "seed", "prompt_template", "chunk_size", "grader",
+)  # fmt: skip
+# the value of a resume key in runs written before the key existed
+_RESUME_DEFAULTS = {"grader": "dler"}
 
 
 class ResumeError(ValueError):
@@ -79,11 +84,13 @@ class EvalConfig:
     dtype: str = "auto"
     enforce_eager: bool = False
     grader_workers: int | None = None  # None: the math reward's default pool; 0: grade in this process
+    grader: str = "dler"  # "dler" or "released" (DLER's released reward); see dler.rewards.MathReward
     progress: bool = True
 
     def validate(self) -> list[Benchmark]:
         """Check every setting and benchmark file, before any model is loaded. Returns the benchmarks."""
         benchmarks = parse_benchmarks(self.benchmarks)
+        check_grader(self.grader, "--grader")
         if self.data_dir is not None:
             check_local_files(benchmarks, self.data_dir)
         if not self.temperatures:
@@ -254,6 +261,7 @@ def _resume_key(config: EvalConfig, temperature: float, n: int) -> dict[str, Any
         "prompt_template": config.prompt_template,
         # transformers seeds each generation call: its chunking is part of the samples; vLLM seeds each problem
         "chunk_size": config.chunk() if config.backend == "transformers" else None,
+        "grader": config.grader,
     }
 
 
@@ -263,7 +271,11 @@ def _check_protocol(run_dir: Path, key: dict[str, Any]) -> dict[str, Any] | None
         return None
     old = json.loads(path.read_text())
     old_key = old.get("resume_key", {})
-    diff = {k: (old_key.get(k), key.get(k)) for k in RESUME_KEYS if old_key.get(k) != key.get(k)}
+    diff = {
+        k: (old_key.get(k, _RESUME_DEFAULTS.get(k)), key.get(k))
+        for k in RESUME_KEYS
+        if old_key.get(k, _RESUME_DEFAULTS.get(k)) != key.get(k)
+    }
     if diff:
         shown = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
         raise ResumeError(
@@ -338,7 +350,7 @@ class _Lazy:
         if self._grader is None:
             from dler.rewards import MathReward
 
-            self._grader = MathReward(num_workers=self.config.grader_workers)
+            self._grader = MathReward(num_workers=self.config.grader_workers, grader=self.config.grader)
         return self._grader
 
     @property
@@ -437,6 +449,17 @@ def _generate_benchmark(
     return [done[p.index] for p in loaded.problems], generated
 
 
+def _describe_grader(grader) -> dict[str, Any]:
+    """What graded the samples, from the grader object itself (a custom grader is named by its type)."""
+    describe = getattr(grader, "describe", None)
+    if callable(describe):
+        return describe()
+    return {
+        "reward": f"{type(grader).__module__}.{type(grader).__qualname__}",
+        "grader": getattr(grader, "grader", None),
+    }
+
+
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
@@ -458,9 +481,13 @@ def evaluate(
     benchmarks = config.validate()
     if backend is not None:  # record (and resume-check) the backend actually used
         config = replace(config, backend=getattr(backend, "name", config.backend))
+    if grader is not None:  # and the grader actually used
+        config = replace(config, grader=getattr(grader, "grader", config.grader))
     if config.data_dir is None and os.environ.get("HF_HUB_OFFLINE") == "1":
         logger.warning("HF_HUB_OFFLINE=1 and no --data-dir: the benchmarks must already be in the datasets cache")
-    loaded = [load_benchmark(b, config.data_dir, config.limit) for b in benchmarks]
+    # golds are checked by the grader passed in (its workers), else in this process by the configured grader
+    gold_grader = grader if hasattr(grader, "check_answers") else config.grader
+    loaded = [load_benchmark(b, config.data_dir, config.limit, grader=gold_grader) for b in benchmarks]
     lazy = _Lazy(config, backend, tokenizer, grader)
     out: dict[str, dict[str, Any]] = {}
     try:
@@ -488,7 +515,7 @@ def evaluate(
                 "prompt_template": config.prompt_template,
                 "chat_template": True,
                 "chunk_size": config.chunk(),
-                "grader": {"reward": "dler.rewards.MathReward", "think_end": "</think>", "require_think_end": True},
+                "grader": _describe_grader(lazy.grader),
                 "resume_key": key,
                 "config": {k: v for k, v in asdict(config).items() if k != "progress"},
                 "command": sys.argv if Path(sys.argv[0]).name in ("dler", "__main__.py", "cli.py") else None,

@@ -3,6 +3,7 @@
     from dler.rewards import MathReward, prepare_gold_answers
 
     reward = MathReward()                                   # reads the dataset column "answer"
+    released = MathReward(grader="released")                # DLER's released reward instead of dler's grader
     train, report = prepare_gold_answers(train, reward=reward, on_invalid="skip")
     trainer = DLERTrainer(..., reward_funcs=[reward], train_dataset=train)
 
@@ -11,14 +12,24 @@ This package imports neither torch nor trl: grading workers import it with math-
 
 from dler.rewards.extract import THINK_END, completion_text, extract_answer, last_boxed, normalize_gold, precheck
 from dler.rewards.pool import GradingPool, default_num_workers
-from dler.rewards.reward import GoldReport, Grade, MathReward, math_correctness, prepare_gold_answers
+from dler.rewards.reward import (
+    GRADERS,
+    GoldReport,
+    Grade,
+    MathReward,
+    check_grader,
+    math_correctness,
+    prepare_gold_answers,
+)
 
 __all__ = [
+    "GRADERS",
     "THINK_END",
     "GoldReport",
     "Grade",
     "GradingPool",
     "MathReward",
+    "check_grader",
     "completion_text",
     "default_num_workers",
     "extract_answer",

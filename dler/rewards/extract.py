@@ -45,29 +45,69 @@ _FACTORIAL_ARG = re.compile(r"(\d+)\s*!")
 # (NUL, zero-width, bidi marks, BOM, lone surrogates) are dropped.
 _UNICODE_MAP = {
     "\u2212": "-", "\u2013": "-", "\u2014": "-", "\u00d7": "\\times ", "\u22c5": "\\cdot ", "\u00b7": "\\cdot ",
-    "\u00f7": "\\div ", "\u03c0": "\\pi ", "\u221e": "\\infty ", "\u221a": "\\sqrt", "\u2264": "\\le ",
+    "\u00f7": "\\div ", "\u03c0": "\\pi ", "\u221e": "\\infty ", "\u2264": "\\le ",
     "\u2265": "\\ge ", "\u2260": "\\ne ", "\u00b2": "^2", "\u00b3": "^3", "\u00bd": "\\frac{1}{2}",
     "\u00bc": "\\frac{1}{4}", "\u00be": "\\frac{3}{4}", "\u00b0": "^\\circ", "\u00a0": " ", "\u3000": " ",
     "\u2032": "'",
 }  # fmt: skip
 _ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Root signs, with what they become; their operand is the number, letters or bracket that follows (`_radicand`).
+_ROOTS = {"\u221a": "\\sqrt", "\u221b": "\\sqrt[3]", "\u221c": "\\sqrt[4]"}
+_RADICAND = re.compile(r"\d+(?:\.\d+)?|[A-Za-z]+")
 
 
-def clean_text(s: str) -> str:
-    """Drop control/format characters (NUL, zero-width, bidi, surrogates) and map maths unicode to LaTeX."""
+def drop_controls(s: str) -> str:
+    """Drop control and format characters (NUL, zero-width, bidi marks, BOM, lone surrogates); newlines and tabs
+    become spaces. Nothing else changes: this is all the released grader's mode does to an answer."""
     s = _ASCII_CONTROL.sub("", s).replace("\n", " ").replace("\t", " ")
     if s.isascii():
         return s
-    out = []
-    for ch in s:
+    # Cc, Cf, Cs, Co, Cn: control, format, surrogate, private use, unassigned
+    return "".join(ch for ch in s if ch.isascii() or unicodedata.category(ch)[0] != "C")
+
+
+def _radicand(s: str, i: int) -> tuple[str, int] | None:
+    """The operand of a unicode root sign, read from `s[i]` on, and where it ends; None if unclear.
+
+    People write `√12`, `2√3`, `√(x+1)` and `√x` for the root of the whole number, bracket or letters. LaTeX's
+    `\\sqrt12` would take only the first digit, so the operand is braced explicitly.
+    """
+    while i < len(s) and s[i] == " ":
+        i += 1
+    if i < len(s) and s[i] == "(":
+        end = _group_end(s, i)
+        return (s[i + 1 : end], end + 1) if end > 0 else None
+    m = _RADICAND.match(s, i)
+    return (m.group(), m.end()) if m else None
+
+
+def clean_text(s: str) -> str:
+    """`drop_controls`, then map maths unicode to the LaTeX latex2sympy understands (`√12` becomes `\\sqrt{12}`)."""
+    s = drop_controls(s)
+    if s.isascii():
+        return s
+    out: list[str] = []
+    i = 0
+    while i < len(s):
+        ch = s[i]
+        if ch in _ROOTS:
+            operand = _radicand(s, i + 1)
+            if operand is None:  # `√{12}`, `√\\pi`: LaTeX reads the operand right already
+                out.append(_ROOTS[ch])
+                i += 1
+            else:
+                out.append(_ROOTS[ch] + "{" + clean_text(operand[0]) + "}")
+                i = operand[1]
+            continue
         if ch.isascii():
             out.append(ch)
         elif ch in _UNICODE_MAP:
             out.append(_UNICODE_MAP[ch])
         elif "\uff01" <= ch <= "\uff5e":  # full-width ASCII (digits, letters, brackets)
             out.append(chr(ord(ch) - 0xFEE0))
-        elif unicodedata.category(ch)[0] != "C":  # Cc, Cf, Cs, Co, Cn: control, format, surrogate, private, unassigned
+        else:
             out.append(ch)
+        i += 1
     return "".join(out)
 
 
@@ -109,10 +149,10 @@ def answer_region(text: str, think_end: str | None = THINK_END, require_think_en
     return text[i + len(think_end) :]
 
 
-def _rfind_box(text: str) -> tuple[int, int]:
-    """Position of the last `\\boxed`/`\\fbox` command, and the index just after its name ((-1, -1) if none)."""
+def _rfind_box(text: str, commands: tuple[str, ...] = _BOX_COMMANDS) -> tuple[int, int]:
+    """Position of the last box command (`\\boxed`/`\\fbox`), and the index just after its name ((-1, -1) if none)."""
     best = (-1, -1)
-    for cmd in _BOX_COMMANDS:
+    for cmd in commands:
         end = len(text)
         while (j := text.rfind(cmd, 0, end)) >= 0:
             after = j + len(cmd)
@@ -123,20 +163,30 @@ def _rfind_box(text: str) -> tuple[int, int]:
     return best
 
 
-def last_boxed(text: str, max_chars: int = MAX_ANSWER_CHARS, max_depth: int = MAX_DEPTH) -> tuple[str | None, str]:
+def last_boxed(
+    text: str,
+    max_chars: int = MAX_ANSWER_CHARS,
+    max_depth: int = MAX_DEPTH,
+    commands: tuple[str, ...] = _BOX_COMMANDS,
+    braced_only: bool = False,
+) -> tuple[str | None, str]:
     """Content of the last `\\boxed{...}` (or `\\fbox{...}`) in `text`, with balanced braces.
 
     Returns (content, "ok") or (None, reason). Escaped braces (`\\{`) do not count. The scan stops after `max_chars`
     characters or `max_depth` nested braces, so thousands of braces or a 100k-character box cost microseconds.
     A last box that never closes (a truncated response) has no answer, even if an earlier box closed.
+    `commands` are the box commands looked for; with `braced_only`, a last box without a brace (`\\boxed 5`) has
+    no answer (the released grader's rule) instead of taking the next token.
     """
-    start, after = _rfind_box(text)
+    start, after = _rfind_box(text, commands)
     if start < 0:
         return None, NO_BOX
     j = after
     while j < len(text) and text[j] in " \t":
         j += 1
     if j >= len(text) or text[j] != "{":  # "\boxed 5": the argument is the next token
+        if braced_only:
+            return None, NO_BOX
         m = _UNBRACED_BOX_ARG.match(text, after)
         if not m or not m.group(1):
             return None, EMPTY

@@ -70,14 +70,21 @@ def default_num_workers() -> int:
 
 
 def _run_job(kind: str, a: str, b: str, timeout: int | None) -> tuple[float, str, str]:
-    if kind == "grade":
+    """One job of a worker (also run in-process by `MathReward(num_workers=0)` for the grading kinds).
+
+    Grading kinds: "grade" (a = gold, b = prediction) and "gold" (a = gold, b unused) under the dler grader;
+    "grade_released" and "gold_released" the same under DLER's released grader. The others are diagnostics.
+    """
+    if kind in ("grade", "gold", "grade_released", "gold_released"):
         from dler.rewards import grading
 
-        return grading.grade(a, b, timeout)
-    if kind == "gold":
-        from dler.rewards import grading
-
-        return grading.check_gold(a, timeout)
+        if kind == "grade":
+            return grading.grade(a, b, timeout)
+        if kind == "gold":
+            return grading.check_gold(a, timeout)
+        if kind == "grade_released":
+            return grading.grade_released(a, b, timeout)
+        return grading.check_gold_released(a, timeout)
     if kind == "spin":  # diagnostics: a stuck answer, burning CPU, that ignores every timeout except the kill
         end = time.monotonic() + float(a)
         while time.monotonic() < end:
@@ -333,7 +340,8 @@ class GradingPool:
     # ------------------------------------------------------------------ grading
 
     def run(self, kind: str, items: list[tuple[str, str]]) -> list[tuple[float, str, str]]:
-        """Run jobs `(a, b)` of one kind ("grade": (gold, prediction); "gold": (gold, "")) on the workers.
+        """Run jobs `(a, b)` of one kind on the workers: "grade" / "grade_released": (gold, prediction);
+        "gold" / "gold_released": (gold, ""). See `_run_job`.
 
         Returns one (score, status, detail) per item, in order, always within about `batch_timeout` seconds.
         """

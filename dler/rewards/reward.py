@@ -11,8 +11,8 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from dler.rewards import extract
-from dler.rewards.pool import GradingPool
+from dler.rewards import extract, released
+from dler.rewards.pool import GradingPool, _run_job
 from dler.rewards.status import (
     CATEGORIES,
     CORRECT,
@@ -26,6 +26,24 @@ from dler.rewards.status import (
 logger = logging.getLogger(__name__)
 
 _TRL_KWARGS = ("trainer_state", "log_extra", "log_metric", "environments")
+GRADERS = ("dler", "released")
+# job kinds of the grading pool (`dler.rewards.pool._run_job`) per grader: (grade one answer, check one gold)
+_JOBS = {"dler": ("grade", "gold"), "released": ("grade_released", "gold_released")}
+_DESCRIPTIONS = {
+    "dler": "the last \\boxed{} (or \\fbox{}) after the first </think>, compared with math-verify (gold first), "
+    "after dler's reading rules for e-notation, units, choice labels and redundant braces",
+    "released": "DLER's released reward: the text between the first and second </think>, the last literal "
+    "\\boxed{...} there, correct if math-verify OR a normalised-string match OR sympy equality accepts",
+}
+
+
+def check_grader(grader: str, field: str = "grader") -> str:
+    """`grader` itself if it names a grader, else a ValueError naming the field and the choices."""
+    if grader not in GRADERS:
+        raise ValueError(f"{field} must be one of {', '.join(repr(g) for g in GRADERS)}; got {grader!r}")
+    return grader
+
+
 _CACHEABLE = (CORRECT, WRONG, UNPARSED)  # deterministic outcomes; timeouts and crashes may depend on load
 
 
@@ -64,6 +82,10 @@ class MathReward:
 
     Args:
         answer_column: dataset column with the gold answers (TRL passes every column as a keyword argument).
+        grader: "dler" (default): the last box after the first `think_end`, math-verify with dler's reading rules
+            (`dler.rewards.forms`). "released": DLER's released reward (`dler.rewards.released`): the text
+            between the first and second `think_end`, the last literal `\\boxed{}` there, and correct when
+            math-verify, a normalised-string match or sympy equality accepts. Both run in the same pool.
         think_end: the marker that closes the thinking; the answer must follow it. None: grade the whole text.
         require_think_end: a response that never closes its thinking scores 0 (R1 grader). If False, such a
             response is graded on its whole text.
@@ -100,9 +122,11 @@ class MathReward:
         on_invalid_gold: str = "warn",
         cache_size: int = 100_000,
         pool: GradingPool | None = None,
+        grader: str = "dler",
     ):
         if on_invalid_gold not in ("warn", "error"):
             raise ValueError(f"on_invalid_gold must be 'warn' or 'error', got {on_invalid_gold!r}")
+        self.grader = check_grader(grader)
         self.answer_column = answer_column
         self.think_end = think_end
         self.require_think_end = require_think_end
@@ -143,6 +167,19 @@ class MathReward:
         """Stop the grading workers (unless the pool was passed in: its owner closes it)."""
         if self._pool is not None and self._owns_pool:
             self._pool.close()
+
+    def describe(self) -> dict[str, Any]:
+        """The grading settings, as recorded in an evaluation's protocol: runs that differ here differ in score."""
+        return {
+            "reward": "dler.rewards.MathReward",
+            "grader": self.grader,
+            "description": _DESCRIPTIONS[self.grader],
+            "think_end": self.think_end,
+            "require_think_end": self.require_think_end,
+            "answer_timeout": self.answer_timeout,
+            "max_answer_chars": self.max_answer_chars,
+            "max_depth": self.max_depth,
+        }
 
     @property
     def pool(self) -> GradingPool | None:
@@ -194,7 +231,8 @@ class MathReward:
                 self._invalid_gold(raw_gold, why)
                 continue
             text = extract.completion_text(completion, self.think_end or "")
-            answer, why = extract.extract_answer(
+            extract_answer = released.extract_answer if self.grader == "released" else extract.extract_answer
+            answer, why = extract_answer(
                 text, self.think_end, self.require_think_end, self.max_answer_chars, self.max_depth
             )
             if answer is None:
@@ -209,7 +247,8 @@ class MathReward:
                 jobs.setdefault(key, []).append(i)
         if jobs:
             keys = list(jobs)
-            for key, (score, status, detail) in zip(keys, self._run("grade", keys), strict=True):
+            grade_kind = _JOBS[self.grader][0]
+            for key, (score, status, detail) in zip(keys, self._run(grade_kind, keys), strict=True):
                 self._remember(key, score, status, detail)
                 for i in jobs[key]:
                     out[i] = Grade(float(score), status, key[1])
@@ -229,11 +268,10 @@ class MathReward:
         from dler.rewards import grading
 
         timeout = grading.inner_timeout(self.answer_timeout)
-        fn = grading.grade if kind == "grade" else (lambda gold, _, t: grading.check_gold(gold, t))
         results = []
         for a, b in items:
             try:
-                results.append(fn(a, b, timeout))
+                results.append(_run_job(kind, a, b, timeout))
             except Exception as exc:  # grading functions report errors themselves; this is a last resort
                 results.append((0.0, ERROR, f"{type(exc).__name__}"))
         return results
@@ -278,8 +316,18 @@ class MathReward:
             return None, self._bad_golds[hit[0]]
         return hit
 
+    def check_answers(self, values: list) -> list[tuple[bool, str]]:
+        """(gradable, why) per raw gold value (a dataset's answer column): it normalises (`normalize_gold`),
+        parses, and grades correct against itself under this reward's grader. Distinct values are checked once."""
+        with self._lock:
+            normalised = [self._gold(v) for v in values]
+            strings = sorted({g for g, _ in normalised if g is not None})
+            verdicts = dict(zip(strings, self._check_golds(strings), strict=True))
+        return [(False, why) if g is None else verdicts[g] for g, why in normalised]
+
     def check_golds(self, golds: list[str]) -> list[tuple[bool, str]]:
-        """Parse normalised gold strings once (in the workers); plain numbers are valid without sympy."""
+        """Check normalised gold strings once (in the workers): each must parse and grade correct against itself
+        under this reward's grader. Plain numbers are valid without sympy."""
         with self._lock:
             return self._check_golds(golds)
 
@@ -294,7 +342,7 @@ class MathReward:
         keys = list(todo)
         results = []
         for i in range(0, len(keys), 512):  # slices, so that a large dataset stays within each call's deadline
-            results += self._run("gold", [(g, "") for g in keys[i : i + 512]])
+            results += self._run(_JOBS[self.grader][1], [(g, "") for g in keys[i : i + 512]])
         for g, (_, status, detail) in zip(keys, results, strict=True):
             ok = status == CORRECT
             if not ok:
@@ -309,12 +357,14 @@ class MathReward:
 _SHARED: dict[tuple, MathReward] = {}
 
 
-def math_correctness(completions, answers, **options) -> list[float]:
-    """1.0 or 0.0 per completion: is the last `\\boxed{}` after `</think>` equal to the gold answer?
+def math_correctness(completions, answers, grader: str = "dler", **options) -> list[float]:
+    """1.0 or 0.0 per completion: is the completion's final answer equal to the gold answer?
 
-    `options` are `MathReward`'s arguments (think_end, require_think_end, num_workers, answer_timeout, ...).
-    One grader (and its worker pool) is kept per set of options and reused across calls.
+    `grader` is "dler" (the last `\\boxed{}` after `</think>`, dler's rules) or "released" (DLER's released
+    reward); see `MathReward`. `options` are `MathReward`'s other arguments (think_end, require_think_end,
+    num_workers, answer_timeout, ...). One grader (and its worker pool) is kept per set of options and reused.
     """
+    options["grader"] = check_grader(grader)
     key = tuple(sorted(options.items()))
     reward = _SHARED.get(key)
     if reward is None:
@@ -336,8 +386,9 @@ class GoldReport:
 
     def __str__(self):
         shown = "; ".join(f"row {i}: {v!r} ({why})" for i, v, why in self.examples)
-        return f"{self.invalid} of {self.total} gold answers in column {self.column!r} cannot be parsed" + (
-            f", e.g. {shown}" if shown else ""
+        return (
+            f"{self.invalid} of {self.total} gold answers in column {self.column!r} cannot be parsed or do not "
+            "grade correct against themselves" + (f", e.g. {shown}" if shown else "")
         )
 
 
@@ -366,18 +417,14 @@ def prepare_gold_answers(
     owned = reward is None
     reward = reward or MathReward(answer_column=answer_column)
     try:
-        normalised = [reward._gold(v) for v in values]
-        strings = sorted({g for g, _ in normalised if g is not None})
-        verdicts = dict(zip(strings, reward.check_golds(strings), strict=True))
+        verdicts = reward.check_answers(values)
     finally:
         if owned:
             reward.close()
     report = GoldReport(answer_column, len(values))
     keep = []
-    for i, (value, (gold, why)) in enumerate(zip(values, normalised, strict=True)):
-        if gold is not None and not verdicts[gold][0]:
-            why = verdicts[gold][1]
-        if gold is None or not verdicts[gold][0]:
+    for i, (value, (ok, why)) in enumerate(zip(values, verdicts, strict=True)):
+        if not ok:
             report.invalid += 1
             if len(report.examples) < max_examples:
                 report.examples.append((i, value, why))
