@@ -248,12 +248,33 @@ class DLERTrainer(GRPOTrainer):
         lengths = torch.tensor([len(ids) for ids in completion_ids_list])
         finished = torch.tensor([len(ids) > 0 and ids[-1] in self.eos_token_ids for ids in completion_ids_list])
 
-        shaped, over_budget, budgets = [], [], []
-        if not self.model.training:  # evaluation scores correctness, without the length penalty (released run)
-            n = 0
+        if self.model.training:
+            shaped, over_budget, budgets = self._shape_groups(
+                inputs, completions, correctness, lengths, finished, group_size
+            )
+        else:  # evaluation scores correctness, without the length penalty (released run)
             shaped, over_budget = [correctness], [~finished]
-            budgets = [torch.full((len(correctness),), float(self.max_completion_length))]
-        for start in range(0, n, group_size):
+            budgets = [torch.full((n,), float(self.max_completion_length))]
+
+        stats = torch.stack(
+            [torch.cat(shaped), correctness, lengths, torch.cat(over_budget), torch.cat(budgets)], dim=1
+        ).to(device=device, dtype=torch.float32)
+        self._log_completion_extra("shaped_reward", torch.cat(shaped).tolist())
+        self._log_completion_extra("budget", torch.cat(budgets).tolist())
+        everything = gather(stats).cpu()
+        self._round = RoundScores(
+            shaped=everything[:, 0],
+            correctness=everything[:, 1],
+            lengths=everything[:, 2],
+            over_budget=everything[:, 3].bool(),
+            budgets=everything[:, 4],
+        )
+        return rewards_per_func
+
+    def _shape_groups(self, inputs, completions, correctness, lengths, finished, group_size):
+        """Each group's shaped rewards, over-budget flags and budget (per rollout), from the length penalty."""
+        shaped, over_budget, budgets = [], [], []
+        for start in range(0, len(correctness), group_size):
             rows = slice(start, start + group_size)
             accuracy = (correctness[rows] > 0).float().mean().item()
             group = RolloutGroup(
@@ -276,21 +297,7 @@ class DLERTrainer(GRPOTrainer):
             shaped.append(rewards)
             over_budget.append((group.lengths > budget) | ~group.finished)
             budgets.append(torch.full((group_size,), budget))
-
-        stats = torch.stack(
-            [torch.cat(shaped), correctness, lengths, torch.cat(over_budget), torch.cat(budgets)], dim=1
-        ).to(device=device, dtype=torch.float32)
-        self._log_completion_extra("shaped_reward", torch.cat(shaped).tolist())
-        self._log_completion_extra("budget", torch.cat(budgets).tolist())
-        everything = gather(stats).cpu()
-        self._round = RoundScores(
-            shaped=everything[:, 0],
-            correctness=everything[:, 1],
-            lengths=everything[:, 2],
-            over_budget=everything[:, 3].bool(),
-            budgets=everything[:, 4],
-        )
-        return rewards_per_func
+        return shaped, over_budget, budgets
 
     def _advantages(self, rewards, correctness, lengths, group_size) -> torch.Tensor:
         args = self.args
