@@ -167,3 +167,28 @@ def test_every_round_comes_from_one_stream_so_a_prompt_comes_once_per_epoch(tmp_
     assert min(trainer._metrics["train"]["dynamic_sampling/rounds"] or [2]) >= 2  # 2-prompt rounds, 4-prompt batch
     before, _ = run(None)  # the sampler's first round and the stream's later rounds overlap within an epoch
     assert len(set(before[:16])) < 16
+
+
+class FakeVLLM:
+    """Stands in for TRL's `VLLMGeneration`: records the temperature each generate call sees."""
+
+    def __init__(self):
+        self.temperature, self.seen = 1.0, []
+
+    def sync_weights(self):
+        pass
+
+    def generate(self, prompts, images, num_generations, profiler):
+        self.seen.append(self.temperature)
+        return None, [[1, 2]] * len(prompts), [[[-0.1], [-0.2]]] * len(prompts), None
+
+
+@pytest.mark.slow
+def test_eval_temperature_reaches_the_vllm_backend_and_is_restored(tmp_path, tiny_model_dir):
+    trainer = make_trainer(tmp_path, tiny_model_dir, eval_temperature=0.6)
+    trainer.use_vllm, trainer.vllm_generation, trainer._last_loaded_step = True, FakeVLLM(), -1
+    trainer.model.eval()
+    trainer._generate_single_turn([[1, 2, 3]], None, {}, 4)
+    trainer.model.train()
+    trainer._generate_single_turn([[1, 2, 3]], None, {}, 4)
+    assert trainer.vllm_generation.seen == [0.6, 1.0] and trainer.vllm_generation.temperature == 1.0
