@@ -75,7 +75,7 @@ def test_scoring_fails_loudly_if_trl_stops_calling_the_replayed_hooks(tmp_path, 
     monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", scoring_without_rewards)
     with pytest.raises(RuntimeError, match=r"'_calculate_rewards': 0.*pins trl==1.16.0"):
         trainer._generate_and_score_completions(batch((4, 5, 6, 7)))
-    replay = Replay([], torch.zeros(0, 1), None)
+    replay = Replay([], torch.zeros(0, 1))
     replay.calls = {"_generate": 1, "_calculate_rewards": 2}
     with pytest.raises(RuntimeError, match="not once each"):
         replay.check()
