@@ -77,3 +77,5 @@ bench: $(STAMP) ## benchmarks: print ratios against baselines measured in the sa
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/rewards.py
 	$(PY) benchmarks/dynamic_sampling.py
+	$(PY) benchmarks/scoring.py
+	$(PY) benchmarks/loss_aggregation.py

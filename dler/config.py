@@ -278,9 +278,10 @@ class DLERConfig(GRPOConfig):
         metadata={
             "help": "Keep surplus groups with signal for later batches instead of discarding them, for at most this "
             "many generation batches (1 = the next batch only); older ones are dropped and counted. They train with "
-            "the log-probs of the policy that generated them, so TRL must keep those: needs "
-            "gradient_accumulation_steps not a multiple of steps_per_generation * num_iterations (e.g. "
-            "updates_per_generation >= 2) or vLLM importance sampling. 0 (paper): surplus discarded."
+            "the log-probs of the policy that generated them (computed when they are left over), so the batch must "
+            "carry old log-probs at all: needs gradient_accumulation_steps not a multiple of steps_per_generation * "
+            "num_iterations (e.g. updates_per_generation >= 2), and no vLLM importance sampling. 0 (paper): surplus "
+            "discarded."
         },
     )
     skip_no_signal_prompts: bool = field(
@@ -478,11 +479,16 @@ class DLERConfig(GRPOConfig):
                 "generating policy (it treats every sample as on-policy). Set updates_per_generation >= 2 (or "
                 "steps_per_generation > gradient_accumulation_steps) or max_carry_age=0."
             )
+        if self.max_carry_age > 0 and self.use_vllm and self.vllm_importance_sampling_correction:
+            raise ValueError(
+                f"max_carry_age={self.max_carry_age} with vllm_importance_sampling_correction: TRL would weigh a "
+                "carried group by the ratio of today's policy to vLLM's old sampler, not the one it was generated "
+                "with. Set vllm_importance_sampling_correction=False (the paper's and the released run's) or "
+                "max_carry_age=0."
+            )
 
     @property
     def keeps_behaviour_logps(self) -> bool:
         """Whether TRL stores `old_per_token_logps` (the generating policy's) with each batch, as in its
-        `_generate_and_score_completions`."""
-        generate_every = self.steps_per_generation * self.num_iterations
-        vllm_is = self.use_vllm and self.vllm_importance_sampling_correction
-        return self.gradient_accumulation_steps % generate_every != 0 or vllm_is
+        `_generate_and_score_completions`, for a reason other than vLLM importance sampling."""
+        return self.gradient_accumulation_steps % (self.steps_per_generation * self.num_iterations) != 0

@@ -105,7 +105,7 @@ class PromptStream:
         self._order = self._permutation()
 
 
-# ---------------------------------------------------------------- generating less (issue #9)
+# ---------------------------------------------------------------- generating less
 
 
 def update_kept_fraction(ema: float | None, kept: int, generated: int, decay: float) -> float | None:
@@ -265,3 +265,149 @@ def draw_prompts(stream: PromptStream, history: SkipHistory | None, n: int) -> t
             else:
                 skipped += 1
     return chosen, skipped
+
+
+# ------------------------------------------------------------------ what dynamic sampling remembers
+@dataclass
+class RoundScores:
+    """Scores of rollouts, laid out as consecutive groups: the same on every rank (gathered, rank-major)."""
+
+    shaped: torch.Tensor
+    correctness: torch.Tensor
+    lengths: torch.Tensor
+    over_budget: torch.Tensor
+    budgets: torch.Tensor  # one per rollout (its group's budget)
+    rewards: torch.Tensor  # (rollouts, reward functions): what each reward function returned
+
+    def group(self, group: int, group_size: int) -> RoundScores:
+        rows = slice(group * group_size, (group + 1) * group_size)
+        return RoundScores(**{name: value[rows] for name, value in self.as_dict().items()})
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @staticmethod
+    def cat(parts: list[RoundScores]) -> RoundScores:
+        return RoundScores(
+            **{name: torch.cat([getattr(p, name) for p in parts]) for name in RoundScores.__dataclass_fields__}
+        )
+
+
+@dataclass
+class GroupRef:
+    """A group with signal: the generation batch, round and global group index that produced it, the rank that
+    generated it, and its scores. The same on every rank; only the owner holds its `rows` (the rollouts as
+    generated: inputs, token ids, completions, and behaviour log-probs once computed)."""
+
+    born: int
+    round: int
+    group: int
+    owner: int
+    scores: RoundScores
+    rows: dict | None = None
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return self.born, self.round, self.group
+
+    def to_dict(self) -> dict:
+        return {
+            "born": self.born,
+            "round": self.round,
+            "group": self.group,
+            "owner": self.owner,
+            "scores": self.scores.as_dict(),
+            "rows": self.rows,
+        }
+
+    @staticmethod
+    def from_dict(state: dict) -> GroupRef:
+        return GroupRef(**{**state, "scores": RoundScores(**state["scores"])})
+
+
+class SamplingState:
+    """Everything dynamic sampling carries from one generation batch to the next: the prompt stream, the carry
+    buffer, the skip history, the kept fraction and the run's counters.
+
+    Decisions read only globally gathered values, so this state is the same on every rank, except the rows of
+    carried groups, which live on the rank that generated them. `state_dict` holds all of it (JSON-able but the
+    carried groups, which `carry_state_dict` gives per rank)."""
+
+    def __init__(
+        self,
+        seed: int,
+        shuffle: bool = True,
+        max_carry_age: int = 0,
+        skip_after: int | None = None,
+        skip_exploration: float = 0.05,
+    ):
+        self.seed, self.shuffle = seed, shuffle
+        self.stream: PromptStream | None = None  # built on the first draw, when the dataset's size is final
+        self._stream_state: dict | None = None  # restored from a checkpoint before the first draw
+        self.carry = CarryBuffer(max_carry_age)
+        self.skip = SkipHistory(skip_after, skip_exploration, seed) if skip_after else None
+        self.kept_fraction: float | None = None  # moving average, sizes rounds (adaptive_first_round)
+        self.generations = 0  # generation batches so far: the clock of carried groups' ages
+        self.prompts_generated = 0  # over the run: prompts generated / prompts trained on
+        self.prompts_trained = 0
+
+    def draw(self, n: int, num_rows: int) -> tuple[list[int], int]:
+        """The next `n` indices of a dataset of `num_rows` (skippable prompts passed over, except at the
+        exploration floor), and how many were skipped."""
+        if self.stream is None:
+            self.stream = PromptStream(num_rows, self.seed, self.shuffle)
+            if self._stream_state:
+                self.stream.load_state_dict(self._stream_state)
+        return draw_prompts(self.stream, self.skip, n)
+
+    def record(self, indices: list[int], signal: list[bool]) -> None:
+        """Which prompts of a round had signal, for the skip history (a no-op when skipping is off)."""
+        if self.skip is not None:
+            for index, has_signal in zip(indices, signal, strict=True):
+                self.skip.record(index, has_signal)
+
+    def take_carried(self, n: int) -> tuple[list[GroupRef], list[GroupRef]]:
+        """At the start of a generation batch: the groups too old to train (dropped), then up to `n` carried
+        groups, oldest first."""
+        evicted = [c.item for c in self.carry.evict(self.generations)]
+        return evicted, [c.item for c in self.carry.take(n)]
+
+    def end_batch(self, surplus: list[GroupRef], fresh_kept: int, generated: int, trained: int, decay: float | None):
+        """After a generation batch: carry its surplus groups, count, and fold the batch's kept fraction in
+        (`decay` None: adaptive rounds off, no average kept)."""
+        for ref in surplus if self.carry.max_age else []:
+            self.carry.put(ref, ref.born)
+        self.prompts_generated += generated
+        self.prompts_trained += trained
+        if decay is not None:
+            self.kept_fraction = update_kept_fraction(self.kept_fraction, fresh_kept, generated, decay)
+
+    def state_dict(self) -> dict:
+        return {
+            "prompt_stream": self.stream.state_dict() if self.stream else self._stream_state,
+            "skip_history": self.skip.state_dict() if self.skip else None,
+            "kept_fraction": self.kept_fraction,
+            "generations": self.generations,
+            "prompts_generated": self.prompts_generated,
+            "prompts_trained": self.prompts_trained,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self._stream_state = state.get("prompt_stream")
+        self.stream = None  # rebuilt from the restored state on the next draw
+        if self.skip is not None:
+            self.skip.load_state_dict(state.get("skip_history") or {})
+        self.kept_fraction = state.get("kept_fraction")
+        self.generations = state.get("generations", 0)
+        self.prompts_generated = state.get("prompts_generated", 0)
+        self.prompts_trained = state.get("prompts_trained", 0)
+
+    def carry_state_dict(self) -> list[dict]:
+        """The carried groups as this rank holds them (bookkeeping, and rows where this rank generated them)."""
+        return [c.item.to_dict() for c in self.carry.items]
+
+    def load_carry_state_dict(self, groups: list[dict]) -> None:
+        self.carry = CarryBuffer(self.carry.max_age)
+        for group in groups:
+            ref = GroupRef.from_dict(group)
+            self.carry.put(ref, ref.born)

@@ -62,9 +62,9 @@ def generating_less(model_dir, output_dir, rank):
     trainer = DLERTrainer(model=model_dir, reward_funcs=reward, args=args, train_dataset=addition_dataset(32))
     trainer.train()
     logs = [h for h in trainer.state.log_history if "dynamic_sampling/rounds" in h]
-    carry = trainer.carry_state_dict()
+    carry = trainer.sampling.carry_state_dict()
     gathered = [None, None]
-    bookkeeping = [(g["born"], g["round"], g["group"], g["owner"]) for g in carry["groups"]]
+    bookkeeping = [(g["born"], g["round"], g["group"], g["owner"]) for g in carry]
     dist.all_gather_object(gathered, (bookkeeping, trainer.dler_state_dict()))
     return {
         "rank": rank,
@@ -72,15 +72,27 @@ def generating_less(model_dir, output_dir, rank):
         "carried": sum(h["dynamic_sampling/carried_groups"] for h in logs),
         "moved": sum(h["dynamic_sampling/groups_moved"] for h in logs),
         "rounds": [h["dynamic_sampling/rounds"] for h in logs],
-        "rows_held_by_owner_only": all((g["rows"] is not None) == (g["owner"] == rank) for g in carry["groups"]),
-        "carry_file": os.path.exists(os.path.join(output_dir, "checkpoint-8", f"dler_carry_rank{rank}.pt")),
+        "rows_held_by_owner_only": all((g["rows"] is not None) == (g["owner"] == rank) for g in carry),
+        "carry_file": os.path.exists(os.path.join(output_dir, "checkpoint-8", f"dler_rank{rank}.pt")),
         "steps": trainer.state.global_step,
     }
+
+
+def raises_on_rank_1(completions, **kwargs):
+    if os.environ["RANK"] == "1":
+        raise ArithmeticError("the grader broke on rank 1")
+    return [0.0] * len(completions)
 
 
 def main(model_dir, output_dir):
     rank = int(os.environ["RANK"])
     mode = os.environ.get("DLER_TEST_MODE")
+    if mode == "raise":  # one rank's reward raises mid-round, while the other waits in a collective
+        args = tiny_config(output_dir, truncation_length=16)
+        DLERTrainer(
+            model=model_dir, reward_funcs=raises_on_rank_1, args=args, train_dataset=addition_dataset()
+        ).train()
+        return
     if mode in ("exhaust", "generating_less"):
         result = (exhaust if mode == "exhaust" else generating_less)(model_dir, output_dir, rank)
         with open(os.path.join(output_dir, f"result-{rank}.json"), "w") as f:

@@ -187,3 +187,6 @@ def test_carry_over_needs_the_generating_policys_logps():
     # several iterations per generation: logps kept as soon as generations outnumber an optimizer step
     c = config(per_device_train_batch_size=16, updates_per_generation=1, num_iterations=2, max_carry_age=1)
     assert c.keeps_behaviour_logps
+    # vLLM's importance weights would compare a carried group's sampler with today's policy
+    with pytest.raises(ValueError, match="max_carry_age=1 with vllm_importance_sampling_correction"):
+        config(per_device_train_batch_size=16, max_carry_age=1, use_vllm=True, vllm_importance_sampling_correction=True)

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 SCRIPT = Path(__file__).with_name("dist_dler.py")
 
 
-def torchrun(model_dir, output_dir, timeout=400, mode="balance"):
+def torchrun(model_dir, output_dir, timeout=400, mode="balance", expect_failure=False):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "DLER_TEST_MODE": mode}
     cmd = [
         sys.executable,
@@ -36,6 +37,8 @@ def torchrun(model_dir, output_dir, timeout=400, mode="balance"):
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
         pytest.fail(f"torchrun hung for {timeout}s:\n{stdout[-3000:]}\n{stderr[-6000:]}")
+    if expect_failure:
+        return proc.returncode, stdout + stderr
     assert proc.returncode == 0, stdout[-3000:] + stderr[-6000:]
     return [json.loads((output_dir / f"result-{r}.json").read_text()) for r in (0, 1)]
 
@@ -67,3 +70,11 @@ def test_generating_less_agrees_across_ranks_and_trains_carried_groups(tiny_mode
         assert r["rows_held_by_owner_only"] and r["carry_file"]
         assert r["steps"] == 8
     assert results[0]["rounds"] == results[1]["rounds"]
+
+
+def test_a_reward_that_raises_on_one_rank_stops_both_with_its_message(tiny_model_dir, tmp_path):
+    started = time.monotonic()
+    returncode, output = torchrun(tiny_model_dir, tmp_path, timeout=240, mode="raise", expect_failure=True)
+    assert returncode != 0 and "the grader broke on rank 1" in output
+    assert "raises_on_rank_1" in output  # the reward guard names the function
+    assert time.monotonic() - started < 200, "the waiting rank was not stopped promptly"

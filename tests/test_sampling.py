@@ -3,8 +3,15 @@
 import pytest
 import torch
 
-from dler.batching import check_keys, concat_rows, take_rows
-from dler.sampling import PromptStream, assign_groups, classify_groups, partial_quota
+from dler.sampling import (
+    GroupRef,
+    PromptStream,
+    RoundScores,
+    SamplingState,
+    assign_groups,
+    classify_groups,
+    partial_quota,
+)
 
 
 def test_classify_groups():
@@ -47,25 +54,35 @@ def test_prompt_stream_is_deterministic_resumable_and_covers_each_epoch():
         PromptStream(0, seed=0)
 
 
-def test_take_and_concat_rows_repad_each_side():
-    pad = 9
-    a = {
-        "prompt_ids": torch.tensor([[pad, 1, 2], [3, 4, 5]]),
-        "prompt_mask": torch.tensor([[0, 1, 1], [1, 1, 1]]),
-        "completion_ids": torch.tensor([[6, pad, pad, pad], [7, 8, pad, pad]]),
-        "completion_mask": torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0]]),
-        "old_per_token_logps": torch.tensor([[-1.0, 0, 0, 0], [-2.0, -3.0, 0, 0]]),
-        "advantages": torch.zeros(2),
-    }
-    first = take_rows(a, slice(0, 1))  # trimmed to its own widths
-    assert first["prompt_ids"].tolist() == [[1, 2]] and first["completion_ids"].tolist() == [[6]]
-    second = take_rows(a, slice(1, 2))
-    joined = concat_rows([first, second], pad_token_id=pad)
-    assert joined["prompt_ids"].tolist() == [[pad, 1, 2], [3, 4, 5]]
-    assert joined["prompt_mask"].tolist() == [[0, 1, 1], [1, 1, 1]]
-    assert joined["completion_ids"].tolist() == [[6, pad], [7, 8]]
-    assert joined["completion_mask"].tolist() == [[1, 0], [1, 1]]
-    assert joined["old_per_token_logps"].tolist() == [[-1.0, 0.0], [-2.0, -3.0]]
-    assert concat_rows([first, second], pad, pad_to_multiple_of=4)["completion_ids"].shape == (2, 4)
-    with pytest.raises(ValueError, match="pixel_values"):
-        check_keys({**a, "pixel_values": torch.zeros(1)})
+def ref(born, group, owner=0, rows=None):
+    scores = RoundScores(*(torch.zeros(2) for _ in range(5)), rewards=torch.zeros(2, 1))
+    return GroupRef(born, 0, group, owner, scores, rows)
+
+
+def test_sampling_state_carries_evicts_counts_and_round_trips():
+    state = SamplingState(seed=1, max_carry_age=1, skip_after=1, skip_exploration=0.5)
+    state.generations = 1
+    state.end_batch([ref(1, 5, rows={"completion_ids": [[1, 2]]}), ref(1, 6, owner=1)], 3, 8, 4, decay=0.5)
+    assert (state.prompts_generated, state.prompts_trained, state.kept_fraction) == (8, 4, 3 / 8)
+    state.generations = 3  # two batches later: past max_carry_age=1
+    evicted, taken = state.take_carried(4)
+    assert [r.group for r in evicted] == [5, 6] and taken == []
+    state.generations = 4
+    state.end_batch([ref(4, 7, rows={"completion_ids": [[3]]})], 1, 8, 4, decay=0.5)
+    assert state.kept_fraction == 0.5 * 3 / 8 + 0.5 * 1 / 8  # the moving average folds the new batch in
+
+    indices, skipped = state.draw(3, num_rows=5)
+    state.record(indices, [False, True, False])
+    copy = SamplingState(seed=1, max_carry_age=1, skip_after=1, skip_exploration=0.5)
+    copy.load_state_dict(state.state_dict())
+    copy.load_carry_state_dict(state.carry_state_dict())
+    assert copy.state_dict() == state.state_dict() and repr(copy.carry_state_dict()) == repr(state.carry_state_dict())
+    assert copy.draw(4, 5) == state.draw(4, 5)  # the same prompts, skips and exploration draws after a resume
+    state.generations = copy.generations = 5
+    assert [r.rows for r in copy.take_carried(2)[1]] == [{"completion_ids": [[3]]}]
+
+
+def test_sampling_state_without_adaptive_rounds_keeps_no_average():
+    state = SamplingState(seed=0)
+    state.end_batch([ref(1, 0)], 4, 8, 4, decay=None)
+    assert state.kept_fraction is None and len(state.carry) == 0  # max_carry_age 0: surplus is not kept

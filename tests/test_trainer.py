@@ -87,7 +87,7 @@ def test_dynamic_sampling_refills_with_groups_that_have_signal(tmp_path, tiny_mo
         == metrics["dynamic_sampling/prompts_generated_per_kept"][-1]
     )
     assert out["num_items_in_batch"].item() == out["completion_mask"].sum().item()
-    assert trainer._prompt_stream.state_dict()["position"] > 0
+    assert trainer.sampling.stream.state_dict()["position"] > 0
 
 
 def test_without_dynamic_sampling_groups_without_signal_stay(tmp_path, tiny_model_dir):
@@ -333,11 +333,11 @@ def test_stateful_penalty_state_rides_in_checkpoints(tmp_path, tiny_model_dir):
 
     trainer = build(tmp_path)
     trainer.train()  # generates at steps 0 and 1: the second stage starts at step 1
-    state = json.loads((tmp_path / "checkpoint-2" / "dler_state.json").read_text())
+    state = torch.load(tmp_path / "checkpoint-2" / "dler_rank0.pt", weights_only=True)  # per rank: its groups
     assert state["penalty"] == {"stage": 1, "budget": 8}
     fresh = build(tmp_path / "fresh")
     assert fresh.penalty.stage == 0
-    fresh.load_dler_state_dict(state)  # what resuming from the checkpoint calls
+    fresh.load_rank_state_dict(state)  # what resuming from the checkpoint calls
     assert fresh.penalty.stage == 1 and fresh.penalty.budget == 8
 
 

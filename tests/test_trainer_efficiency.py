@@ -57,24 +57,25 @@ def test_surplus_groups_train_in_the_next_batch_with_their_age_and_logps(tmp_pat
     trainer = make_trainer(tmp_path, tiny_model_dir, alternating_if(lambda a: a >= 4), mixed_only, max_carry_age=1)
     step(trainer, (0, 1, 2, 4))  # keeps 1 group, the extra round 4 more: one group left over
     assert metric(trainer, "carry_buffer")[-1] == 1.0 and metric(trainer, "carried_groups")[-1] == 0
-    (carried,) = trainer._carry_rows.values()
+    (carried,) = [c.item.rows for c in trainer.sampling.carry.items]
+    assert len(carried["old_logps"]) == G, "its behaviour log-probs are computed when it is left over"
 
     out = step(trainer, (0, 1, 2, 3))  # keeps nothing fresh in round 1: the carried group + 3 of round 2
     assert metric(trainer, "carried_groups")[-1] == 1.0
     assert (metric(trainer, "group_age_max")[-1], metric(trainer, "group_age_mean")[-1]) == (1.0, 0.25)
     rows = completions(out)
-    first = rows.index(completions(carried)[0])
-    assert rows[first : first + G] == completions(carried), "the carried group is in the batch, whole"
-    width = carried["old_per_token_logps"].size(1)  # trained against the log-probs of the policy that generated it
-    torch.testing.assert_close(out["old_per_token_logps"][first : first + G, :width], carried["old_per_token_logps"])
+    first = rows.index(tuple(carried["completion_ids"][0]))
+    assert rows[first : first + G] == [tuple(ids) for ids in carried["completion_ids"]], "the carried group, whole"
+    for j, logps in enumerate(carried["old_logps"]):  # trained against the policy that generated it
+        torch.testing.assert_close(out["old_per_token_logps"][first + j, : len(logps)], logps)
     lengths = out["completion_mask"].sum(dim=1).double()  # whitened with the fresh groups: one batch, mean 0
     assert (out["advantages"].double() * lengths).sum().item() == pytest.approx(0.0, abs=1e-4)
 
     assert metric(trainer, "carry_buffer")[-1] == 1.0
-    trainer._carry.items[0].born -= 1  # as if left over twice: 2 batches old at the next one, past max_carry_age
+    trainer.sampling.carry.items[0].born -= 1  # as if left over twice: 2 batches old at the next one
     step(trainer, (0, 1, 2, 3))  # round 2 keeps exactly the 4 groups needed: nothing left over this time
     assert metric(trainer, "carry_evicted")[-1] == 1.0 and metric(trainer, "carried_groups")[-1] == 0
-    assert len(trainer._carry_rows) == len(trainer._carry) == 0, "the evicted group's rows are freed"
+    assert len(trainer.sampling.carry) == 0, "the evicted group is gone"
 
 
 def test_adaptive_first_round_needs_about_one_round_per_step(tmp_path, tiny_model_dir):
@@ -125,7 +126,7 @@ def test_prompts_without_signal_are_skipped_but_still_explored(tmp_path, tiny_mo
         step(trainer, (1, 3, 5, 7))  # the sampler's batch is not generated: prompts come from the stream
     kept, all_zero = metric(trainer, "groups_kept"), metric(trainer, "groups_all_zero")
     dataset = trainer._stream_dataset
-    skippable = [k for k in trainer._skip.no_signal if trainer._skip.skippable(k)]
+    skippable = [k for k in trainer.sampling.skip.no_signal if trainer.sampling.skip.skippable(k)]
     assert skippable and all(dataset[k]["a"] % 2 == 1 for k in skippable)
     assert sum(metric(trainer, "prompts_skipped")) > 0
     late = sum(kept[2:]) / (sum(kept[2:]) + sum(all_zero[2:]))
@@ -137,7 +138,7 @@ def test_everything_off_logs_no_new_metrics(tmp_path, tiny_model_dir):
     trainer = make_trainer(tmp_path, tiny_model_dir, alternating_if(lambda a: a % 2 == 0))
     step(trainer, (0, 1, 2, 3))
     assert not [m for m in NEW_METRICS if metric(trainer, m)]
-    assert trainer.dler_state_dict()["skip_history"] is None and len(trainer._carry) == 0
+    assert trainer.dler_state_dict()["skip_history"] is None and len(trainer.sampling.carry) == 0
 
 
 def test_checkpoint_holds_carry_buffer_and_skip_history_and_resume_continues(tmp_path, tiny_model_dir):
@@ -155,16 +156,16 @@ def test_checkpoint_holds_carry_buffer_and_skip_history_and_resume_continues(tmp
     first.train()
     checkpoint = tmp_path / "a" / "checkpoint-4"
     saved = json.loads((checkpoint / "dler_state.json").read_text())
-    carry = torch.load(checkpoint / "dler_carry_rank0.pt", weights_only=True)
+    carry = torch.load(checkpoint / "dler_rank0.pt", weights_only=True)
     assert saved["generations"] == 2 and saved["kept_fraction"] is not None and saved["skip_history"]["no_signal"]
-    assert carry["groups"], "the test needs groups in the buffer at the checkpoint"
-    final_state, final_carry = first.dler_state_dict(), first.carry_state_dict()
+    assert carry["carry"], "the test needs groups in the buffer at the checkpoint"
+    final_state, final_carry = first.dler_state_dict(), first.sampling.carry_state_dict()
     history = [h for h in first.state.log_history if "loss" in h]
 
     resumed = make_trainer(tmp_path / "b", tiny_model_dir, reward, **kw)
     resumed.train(resume_from_checkpoint=str(checkpoint))
     assert resumed.dler_state_dict() == final_state
-    assert json.dumps(repr(resumed.carry_state_dict())) == json.dumps(repr(final_carry))
+    assert repr(resumed.sampling.carry_state_dict()) == repr(final_carry)
     resumed_history = [h for h in resumed.state.log_history if "loss" in h]
     for key in ("dynamic_sampling/carried_groups", "dynamic_sampling/first_round_prompts", "dler/correctness"):
         assert [h.get(key) for h in resumed_history[-2:]] == [h.get(key) for h in history[-2:]], key
