@@ -10,6 +10,7 @@ import statistics
 import pytest
 import torch
 from helpers import addition_dataset, alternating_if, tiny_config
+from trl import GRPOTrainer
 
 from dler import DLERTrainer
 from dler.sampling import later_round_prompts
@@ -52,13 +53,32 @@ def completions(out):
     ]
 
 
+def policy_logps(trainer, rows):
+    """Per-token log-probs of each rollout in `rows` under the trainer's current policy, one forward per rollout."""
+    out = []
+    for prompt, completion in zip(rows["prompt_ids"], rows["completion_ids"], strict=True):
+        ids = torch.tensor([list(prompt) + list(completion)])
+        with torch.no_grad():
+            logps, *_ = GRPOTrainer._get_per_token_logps_and_entropies(
+                trainer, trainer.model, ids, torch.ones_like(ids), len(completion)
+            )
+        out.append(logps[0])
+    return out
+
+
 def test_surplus_groups_train_in_the_next_batch_with_their_age_and_logps(tmp_path, tiny_model_dir):
     mixed_only = addition_dataset().filter(lambda r: r["a"] >= 4)  # extra rounds keep every group
     trainer = make_trainer(tmp_path, tiny_model_dir, alternating_if(lambda a: a >= 4), mixed_only, max_carry_age=1)
     step(trainer, (0, 1, 2, 4))  # keeps 1 group, the extra round 4 more: one group left over
     assert metric(trainer, "carry_buffer")[-1] == 1.0 and metric(trainer, "carried_groups")[-1] == 0
     (carried,) = [c.item.rows for c in trainer.sampling.carry.items]
-    assert len(carried["old_logps"]) == G, "its behaviour log-probs are computed when it is left over"
+    generating = policy_logps(trainer, carried)  # the policy that generated it, by a separate forward
+    for logps, expected in zip(carried["old_logps"], generating, strict=True):
+        torch.testing.assert_close(logps, expected)
+    with torch.no_grad():  # an optimizer update happens before the group trains
+        for p in trainer.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    assert not torch.allclose(policy_logps(trainer, carried)[0], generating[0])
 
     out = step(trainer, (0, 1, 2, 3))  # keeps nothing fresh in round 1: the carried group + 3 of round 2
     assert metric(trainer, "carried_groups")[-1] == 1.0
