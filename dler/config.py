@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 
@@ -164,6 +165,15 @@ class DLERConfig(GRPOConfig):
             "`max_completion_length`; the budget acts through the reward."
         },
     )
+    reward_timeout: float | None = field(
+        default=600.0,
+        metadata={
+            "help": "Deadline in seconds for each call of a plain (synchronous) user reward function on one batch: a "
+            "call still running then is interrupted in the main thread and stops training with an error naming the "
+            "function, instead of hanging the run. dler.rewards.MathReward is not covered (it has its own per-answer "
+            "deadlines in worker processes), nor are async functions or reward models. None or 0: no deadline."
+        },
+    )
 
     # ---- advantages ----
     advantage_normalization: str | None = field(
@@ -308,6 +318,14 @@ class DLERConfig(GRPOConfig):
     )
 
     def __post_init__(self):
+        if isinstance(self.penalty_kwargs, str):  # from the command line; TRL's own parse names no field
+            try:
+                self.penalty_kwargs = json.loads(self.penalty_kwargs) if self.penalty_kwargs.strip() else None
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"penalty_kwargs={self.penalty_kwargs!r} is not JSON ({error.msg} at character {error.pos}): give "
+                    """an object, e.g. --penalty_kwargs '{"alpha": 0.1}'"""
+                ) from None
         if self.optimizer_recipe not in OPTIMIZER_RECIPES:
             raise ValueError(f"optimizer_recipe={self.optimizer_recipe!r} is not one of {list(OPTIMIZER_RECIPES)}")
         for name, value in OPTIMIZER_RECIPES[self.optimizer_recipe].items():
@@ -409,6 +427,10 @@ class DLERConfig(GRPOConfig):
                     f"prompts_per_round={self.prompts_per_round} must be a positive multiple of the {self.world_size} "
                     "processes (each rank generates an equal share of every round)"
                 )
+        if self.reward_timeout is not None and not self.reward_timeout >= 0:
+            raise ValueError(
+                f"reward_timeout must be a number of seconds > 0, or None or 0 for no deadline, got {self.reward_timeout}"
+            )
         if self.max_sampling_rounds < 0:
             raise ValueError(f"max_sampling_rounds must be >= 0 (0 = no limit), got {self.max_sampling_rounds}")
 

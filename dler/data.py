@@ -2,11 +2,16 @@
 
 The paper's prompt is the problem, a space, and `Let's think step by step and output the final answer within
 \\boxed{}.` as the user message; the model's chat template is applied by TRL. Rows come from a hub id or a local
-JSON/JSONL/Parquet file with the same fields, and every gold answer is parsed once, here.
+JSON/JSONL/Parquet/CSV file with the same fields, and every gold answer is parsed once, here.
+
+Every problem with the data (a missing, empty, non-UTF-8 or malformed file, missing columns, unparseable gold
+answers, too few usable rows) raises a `DataError` naming the file and what to do, before any model loads.
 """
 
 from __future__ import annotations
 
+import codecs
+import json
 import logging
 from pathlib import Path
 
@@ -16,6 +21,14 @@ from dler.eval.benchmarks import R1_PROMPT_TEMPLATE  # one prompt for training a
 
 logger = logging.getLogger(__name__)
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+SUPPORTED = ", ".join(sorted(LOCAL_FORMATS))
+_FORMAT_NAMES = {".json": "JSON", ".jsonl": "JSON Lines", ".parquet": "Parquet", ".csv": "CSV"}
+_ROW_HINT = 'one {"problem": ..., "answer": ...} object per line of a .jsonl file'
+_CHUNK = 1 << 20
+
+
+class DataError(ValueError):
+    """A dataset that cannot be trained on; the message names the file (or hub id) and says what to do."""
 
 
 def r1_prompt(problem: str) -> list[dict[str, str]]:
@@ -24,19 +37,204 @@ def r1_prompt(problem: str) -> list[dict[str, str]]:
 
 
 def load_rows(source: str, split: str = "train", revision: str | None = None) -> Dataset:
-    """A dataset from a local file (by extension) or a hub id."""
-    path = Path(source)
+    """A dataset from a local file (by extension: .json, .jsonl, .parquet, .csv), a local folder of such files, or a
+    hub id. Raises `DataError` naming the file and the fix when it is missing, empty, a directory, not UTF-8,
+    malformed (with the line), of an unsupported extension, or has no rows."""
+    if not source:
+        raise DataError(f"no dataset given: pass a data file ({SUPPORTED}) or a hub id as --dataset_name")
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _load_folder(path, source, split)
+    if path.suffix in LOCAL_FORMATS or path.exists():
+        return _load_file(path, source)
+    try:
+        rows = load_dataset(source, split=split, revision=revision)
+    except Exception as e:
+        at = f"split {split!r}" + (f", revision {revision!r}" if revision else "")
+        local = f"There is no local file {source}" + (
+            f" (and {path.suffix!r} is not a supported extension)" if path.suffix else ""
+        )
+        raise DataError(
+            f"could not load dataset {source} ({at}) from the Hugging Face Hub: {_reason(e)}. Check the "
+            f"hub id, split and revision (and the network, or HF_HUB_OFFLINE). {local}; local data files must end in one of "
+            f"{SUPPORTED}."
+        ) from e
+    return _has_rows(rows, f"dataset {source} (split {split!r})")
+
+
+def _load_folder(path: Path, source: str, split: str) -> Dataset:
+    files = sorted(p for p in path.rglob("*") if p.suffix in LOCAL_FORMATS and p.is_file())
     if path.suffix in LOCAL_FORMATS:
-        if not path.is_file():
-            raise FileNotFoundError(f"dataset file {source} does not exist")
-        return load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
-    return load_dataset(source, split=split, revision=revision)
+        inside = f" (it holds {', '.join(str(p) for p in files[:3])})" if files else ""
+        raise DataError(f"dataset file {source} is a directory, not a file{inside}; pass the path of one data file.")
+    if not files:
+        raise DataError(
+            f"dataset {source} is a directory with no data files ({SUPPORTED}); pass the path of a data file."
+        )
+    try:
+        rows = load_dataset(str(path), split=split)
+    except Exception as e:
+        raise DataError(
+            f"could not load the data files in directory {source} (split {split!r}): {_reason(e)}. Pass the path "
+            "of one data file instead."
+        ) from e
+    return _has_rows(rows, f"dataset directory {source} (split {split!r})")
 
 
-def drop_duplicates(dataset: Dataset, column: str, on_duplicate: str = "skip") -> Dataset:
-    """Keep the first row of each distinct `column` value; report the others (count and examples), or raise."""
+def _load_file(path: Path, source: str) -> Dataset:
+    if not path.exists():
+        raise DataError(f"dataset file {source} does not exist; check the path (relative to {Path.cwd()}).")
+    if not path.is_file():
+        raise DataError(f"dataset file {source} is not a regular file; pass the path of a data file.")
+    if path.suffix not in LOCAL_FORMATS:
+        which = f"extension {path.suffix!r}" if path.suffix else "no extension"
+        raise DataError(
+            f"dataset file {source} has {which}; supported extensions: {SUPPORTED}. Convert it (for example to "
+            f"JSON Lines, {_ROW_HINT}) and name it accordingly."
+        )
+    if _is_blank(path):
+        raise DataError(f"dataset file {source} is empty; it needs one problem per row ({_ROW_HINT}).")
+    if path.suffix != ".parquet":  # checked first: pyarrow reads bad bytes into strings that fail later
+        bad = _first_non_utf8(path)
+        if bad is not None:
+            offset, line, byte = bad
+            raise DataError(
+                f"dataset file {source} is not UTF-8: byte {offset} (line {line}) is 0x{byte:02x}. Save it as UTF-8 "
+                f"(for example, if it is Windows-1252: iconv -f cp1252 -t utf-8 {source} > utf8{path.suffix})."
+            )
+    try:
+        rows = load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
+    except Exception as e:
+        raise _diagnose(path, source, e) from e
+    return _has_rows(rows, f"dataset file {source}")
+
+
+def _has_rows(rows: Dataset, name: str) -> Dataset:
+    if len(rows) == 0:
+        raise DataError(f"{name} has no rows; add problems ({_ROW_HINT}).")
+    return rows
+
+
+def _is_blank(path: Path) -> bool:
+    """0 bytes, or (for text formats) only whitespace; reads only up to the first other byte."""
+    if path.stat().st_size == 0:
+        return True
+    if path.suffix == ".parquet":
+        return False
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            if chunk.strip():
+                return False
+    return True
+
+
+def _reason(error: BaseException) -> str:
+    """`Type: message` of the outermost exception in the chain with a message of its own (not datasets' generic
+    "An error occurred while generating the dataset")."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if str(error).strip() and type(error).__name__ != "DatasetGenerationError":
+            return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
+        error = error.__cause__ or error.__context__
+    return "unknown error"
+
+
+def _diagnose(path: Path, source: str, error: Exception) -> DataError:
+    """Why `datasets` could not read a local file, in the user's terms: the first line that is not JSON, no rows, or
+    else the reading error itself."""
+    kind = _FORMAT_NAMES[path.suffix]
+    if path.suffix in (".json", ".jsonl"):
+        found = _json_problem(path)
+        if found is not None:
+            return DataError(f"dataset file {source}: {found}")
+    if "corresponds to no data" in str(error) or isinstance(error, StopIteration):
+        return DataError(f"dataset file {source} has no rows; add problems ({_ROW_HINT}).")
+    return DataError(
+        f"could not read dataset file {source} as {kind}: {_reason(error)}. Check that it is valid {kind}."
+    )
+
+
+def _first_non_utf8(path: Path) -> tuple[int, int, int] | None:
+    """(byte offset, 1-based line, byte value) of the first byte that is not UTF-8, or None; streams the file."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    start = 0  # file offset of the current chunk
+    line = 1  # line at the start of the current chunk
+    with path.open("rb") as f:
+        while True:
+            chunk = f.read(_CHUNK)
+            pending = decoder.getstate()[0]  # the incomplete sequence ending the previous chunk (no newline in it)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as e:  # e.object is pending + chunk
+                in_chunk = e.start - len(pending)
+                return start + in_chunk, line + chunk[: max(in_chunk, 0)].count(b"\n"), e.object[e.start]
+            if not chunk:
+                return None
+            line += chunk.count(b"\n")
+            start += len(chunk)
+
+
+def _json_problem(path: Path) -> str | None:
+    """The first syntax problem of a JSON Lines file (line by line) or a JSON array document, or None."""
+    with path.open(encoding="utf-8-sig") as f:
+        head = f.read(_CHUNK).lstrip()
+    if path.suffix == ".json" and head.startswith("["):
+        try:
+            document = json.loads(path.read_text(encoding="utf-8-sig"))
+        except json.JSONDecodeError as e:
+            return _json_syntax(e)
+        if not document:
+            return f"it holds an empty array: no rows. Add problems ({_ROW_HINT})."
+        rows = document if isinstance(document, list) else []
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                return f"element {i} of the array is {type(row).__name__}, not an object with the row's fields."
+        return None
+    with path.open(encoding="utf-8-sig") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                if path.suffix == ".json" and number == 1:  # not JSON Lines: perhaps a pretty-printed document
+                    return _json_document_problem(path)
+                shown = line.strip()
+                shown = shown if len(shown) <= 80 else shown[:77] + "..."
+                return (
+                    f"line {number} is not valid JSON ({e.msg} at column {e.colno}): {shown!r}. Fix or remove that "
+                    f"line ({_ROW_HINT})."
+                )
+            if not isinstance(row, dict):
+                return f"line {number} is a JSON {type(row).__name__}, not an object ({_ROW_HINT})."
+    return None
+
+
+def _json_document_problem(path: Path) -> str | None:
+    try:
+        json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as e:
+        return _json_syntax(e)
+    return None
+
+
+def _json_syntax(e: json.JSONDecodeError) -> str:
+    return (
+        f"invalid JSON at line {e.lineno}, column {e.colno} ({e.msg}). Fix the file (a .json file holds one array of "
+        "row objects, or one object per line)."
+    )
+
+
+def _named(source: str | None) -> str:
+    return f"dataset {source}" if source else "the dataset"
+
+
+def drop_duplicates(dataset: Dataset, column: str, on_duplicate: str = "skip", source: str | None = None) -> Dataset:
+    """Keep the first row of each distinct `column` value; report the others (count and examples), or raise
+    `DataError`. `source` names the dataset in the report."""
     if on_duplicate not in ("skip", "error"):
-        raise ValueError(f"on_duplicate must be 'skip' or 'error', got {on_duplicate!r}")
+        raise DataError(f"on_duplicate (--duplicate_problems) must be 'skip' or 'error', got {on_duplicate!r}")
     seen: dict = {}
     duplicates = []
     for i, value in enumerate(dataset[column]):
@@ -48,11 +246,54 @@ def drop_duplicates(dataset: Dataset, column: str, on_duplicate: str = "skip") -
     if not duplicates:
         return dataset
     examples = ", ".join(f"row {i} repeats row {first}" for i, first in duplicates[:5])
-    what = f"{len(duplicates)} of {len(dataset)} rows repeat an earlier {column!r} ({examples})"
+    what = f"{_named(source)}: {len(duplicates)} of {len(dataset)} rows repeat an earlier {column!r} ({examples})"
     if on_duplicate == "error":
-        raise ValueError(f"{what}. Deduplicate the data, or set duplicate_problems='skip' to drop the repeats.")
+        raise DataError(
+            f"{what}. Deduplicate the data, or set duplicate_problems='skip' (command line: --duplicate_problems "
+            "skip) to drop the repeats."
+        )
     logger.warning("%s: skipping them.", what)
     return dataset.select(sorted(seen.values()))
+
+
+def prepare_math_rows(
+    dataset: Dataset,
+    problem_column: str = "problem",
+    answer_column: str = "answer",
+    on_invalid: str = "skip",
+    reward=None,
+    on_duplicate: str = "skip",
+    source: str | None = None,
+) -> tuple[Dataset, dict[str, int]]:
+    """`math_prompts`, also returning how many rows were skipped and why: `{"invalid_answers": n,
+    "duplicate_problems": m}` (the keys are the command-line flags that choose skip or error), for
+    `check_usable_rows`."""
+    name = _named(source)
+    if on_invalid not in ("skip", "error"):
+        raise DataError(f"on_invalid (--invalid_answers) must be 'skip' or 'error', got {on_invalid!r}")
+    missing = [c for c in (problem_column, answer_column) if c not in dataset.column_names]
+    if missing:
+        which = "column " + repr(missing[0]) if len(missing) == 1 else "columns " + " and ".join(map(repr, missing))
+        raise DataError(
+            f"{name} has no {which} (columns: {', '.join(map(repr, dataset.column_names))}); set problem_column / "
+            "answer_column (command line: --problem_column / --answer_column, or --eval_problem_column / "
+            "--eval_answer_column for the validation set)"
+        )
+    from dler.rewards import prepare_gold_answers
+
+    total = len(dataset)
+    dataset = drop_duplicates(dataset, problem_column, on_duplicate, source=source)
+    duplicates = total - len(dataset)
+    try:
+        dataset, report = prepare_gold_answers(
+            dataset, answer_column=answer_column, on_invalid=on_invalid, reward=reward
+        )
+    except DataError:
+        raise
+    except (ValueError, KeyError) as e:
+        raise DataError(f"{name}: {e}") from e
+    skipped = {"invalid_answers": report.invalid, "duplicate_problems": duplicates}
+    return dataset.map(lambda row: {"prompt": r1_prompt(row[problem_column])}), skipped
 
 
 def math_prompts(
@@ -62,22 +303,42 @@ def math_prompts(
     on_invalid: str = "skip",
     reward=None,
     on_duplicate: str = "skip",
+    source: str | None = None,
 ) -> Dataset:
     """Add the R1 `prompt` column, check the columns, drop repeated problems, and parse every gold answer once.
 
     Rows whose gold cannot be parsed, and repeats of a problem, are reported (count and examples) and skipped, or
-    raise with `on_invalid="error"` / `on_duplicate="error"`.
+    raise with `on_invalid="error"` / `on_duplicate="error"`. Every error is a `DataError`; `source` (the file or
+    hub id) names the dataset in them. `prepare_math_rows` also returns the skipped counts.
     """
-    missing = [c for c in (problem_column, answer_column) if c not in dataset.column_names]
-    if missing:
-        raise ValueError(
-            f"dataset has no column {missing} (columns: {dataset.column_names}); set problem_column / answer_column"
-        )
-    from dler.rewards import prepare_gold_answers
+    rows, _ = prepare_math_rows(dataset, problem_column, answer_column, on_invalid, reward, on_duplicate, source)
+    return rows
 
-    dataset = drop_duplicates(dataset, problem_column, on_duplicate)
-    dataset, _ = prepare_gold_answers(dataset, answer_column=answer_column, on_invalid=on_invalid, reward=reward)
-    return dataset.map(lambda row: {"prompt": r1_prompt(row[problem_column])})
+
+_SKIPPED = {
+    "invalid_answers": lambda n: f"{n} with unparseable gold answers",
+    "duplicate_problems": lambda n: f"{n} repeated problem{'s' if n != 1 else ''}",
+}
+
+
+def check_usable_rows(num_rows: int, needed: int, source: str, skipped: dict[str, int]) -> None:
+    """Raise `DataError` when fewer than `needed` rows (one generation batch, `prompts_per_generation`) remain
+    after skipping (`skipped`: the counts of `prepare_math_rows`), naming the file, the counts and the fixes."""
+    if num_rows >= needed:
+        return
+    parts = [
+        _SKIPPED[key](n) if key in _SKIPPED else f"{n} {key.replace('_', ' ')}" for key, n in skipped.items() if n
+    ]
+    after = ""
+    if parts:
+        after = " after skipping " + (f"{', '.join(parts[:-1])} and {parts[-1]}" if len(parts) > 1 else parts[0])
+    fixes = [f"--{key} error lists them" for key in ("invalid_answers", "duplicate_problems") if skipped.get(key)]
+    fix = f"fix the skipped rows ({'; '.join(fixes)}), " if fixes else ""
+    raise DataError(
+        f"{source}: {num_rows} usable problem{'s' if num_rows != 1 else ''}{after}, fewer than one generation batch "
+        f"(prompts_per_generation={needed}). Add problems, {fix}or lower --prompts_per_generation and "
+        "--prompts_per_update."
+    )
 
 
 def prompt_token_counts(dataset: Dataset, tokenizer, batch_size: int = 1000) -> list[int]:

@@ -8,6 +8,8 @@ accumulation and steps per generation are derived from the number of processes, 
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import logging
 import os
@@ -16,7 +18,17 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig, TrlParser, get_peft_config
 
-from dler.config import DLERConfig
+from dler.config import OPTIMIZER_RECIPES, DLERConfig
+from dler.run_logs import MetricsLog, check_report_to, finish_run
+from dler.runs import (
+    RUN_FILE,
+    RunLock,
+    find_resume_checkpoint,
+    leave_process_group,
+    read_run,
+    settings_differences,
+    write_json_atomically,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +185,21 @@ class ScriptArguments:
     )
     max_problems: int | None = field(default=None, metadata={"help": "Train on the first N problems only."})
     reward_workers: int | None = field(default=None, metadata={"help": "Grading processes per rank."})
+    penalty_module: str | None = field(
+        default=None,
+        metadata={
+            "help": "Module(s) to import before the config is built, comma-separated, so that their "
+            "`@register_penalty` penalties can be chosen with --penalty (e.g. my_penalties for ./my_penalties.py). "
+            "Installed plugins (entry point group `dler.penalties`) need no flag."
+        },
+    )
+    resume_with_changed_settings: bool = field(
+        default=False,
+        metadata={
+            "help": "Resume even when settings that define the objective differ from those the checkpoints in "
+            "output_dir were trained with (refused by default, naming the differences)."
+        },
+    )
     dry_run: bool = field(
         default=False, metadata={"help": "Print the resolved configuration and batch arithmetic, load nothing."}
     )
@@ -195,10 +222,16 @@ def batch_layout(
             for b in range(1, samples_per_update // num_processes + 1)
             if samples_per_update % (b * num_processes) == 0
         ]
-        raise ValueError(
+        what = (
             f"{prompts_per_update} prompts x {num_generations} rollouts = {samples_per_update} samples per update "
-            f"cannot be split over {num_processes} processes x per_device_train_batch_size {per_device}. "
-            f"With {num_processes} processes use per_device_train_batch_size in {fits}, or change the process count."
+            f"cannot be split over {num_processes} processes x per_device_train_batch_size {per_device}."
+        )
+        if fits:
+            raise ValueError(f"{what} With {num_processes} processes use per_device_train_batch_size in {fits}.")
+        counts = [n for n in range(1, samples_per_update + 1) if samples_per_update % n == 0][:12]
+        raise ValueError(
+            f"{what} No per-device batch fits {num_processes} processes: use a process count that divides "
+            f"{samples_per_update} ({', '.join(map(str, counts))}), or change prompts_per_update."
         )
     accumulation = samples_per_update // per_step
     updates = prompts_per_generation // prompts_per_update
@@ -235,6 +268,73 @@ def resolve_preset(name: str, prompts_per_generation: int, dynamic_sampling: boo
     return preset
 
 
+class UsageError(ValueError):
+    """A command line the parser cannot read: printed as one line, without argparse's whole usage text."""
+
+
+class RecipeParser(TrlParser):
+    """TRL's parser with one-line errors and DLER's own settings listed first in `--help`."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (`--help` lists the settings)")
+
+    def format_help(self):
+        own = set(ScriptArguments.__dataclass_fields__) | set(DLERConfig.__dict__["__annotations__"])
+        group = self.add_argument_group("dler: the recipe's data and batch, and DLER's settings (TRL's follow)")
+        for other in self._action_groups:
+            if other is not group:
+                moved = [a for a in other._group_actions if a.dest in own]
+                other._group_actions[:] = [a for a in other._group_actions if a.dest not in own]
+                group._group_actions.extend(moved)
+        self._action_groups.remove(group)
+        self._action_groups.insert(1, group)  # after the positionals, before every other option
+        return super().format_help()
+
+
+def import_penalty_modules(argv: list[str]) -> list[str]:
+    """Import the modules named by `--penalty_module` (command line or YAML) before any config is built, so their
+    `@register_penalty` classes can be chosen with `--penalty`. The working directory is importable."""
+    names = []
+    for i, arg in enumerate(argv):
+        if arg in ("--penalty_module", "--penalty-module") and i + 1 < len(argv):
+            names += argv[i + 1].split(",")
+        elif arg.startswith(("--penalty_module=", "--penalty-module=")):
+            names += arg.split("=", 1)[1].split(",")
+    if "--config" in argv:
+        import yaml
+
+        with open(argv[argv.index("--config") + 1]) as f:
+            value = (yaml.safe_load(f) or {}).get("penalty_module") or []
+        names += value.split(",") if isinstance(value, str) else list(value)
+    if names and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in dict.fromkeys(n.strip() for n in names if n.strip()):
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            raise ValueError(
+                f"--penalty_module {name}: cannot import it ({error}). Give a module importable from the working "
+                "directory or the installed packages, e.g. `--penalty_module my_penalties` for ./my_penalties.py."
+            ) from error
+    return names
+
+
+def _raw_settings(parser: TrlParser, argv: list[str]):
+    """Every setting as argparse reads it (defaults, YAML, command line), without building the dataclasses: what
+    the batch layout and the preset are derived from, before any check of the final values runs."""
+    argv = list(argv)
+    if "--config" in argv:
+        i = argv.index("--config")
+        import yaml
+
+        with open(argv[i + 1]) as f:
+            config = {k: v for k, v in (yaml.safe_load(f) or {}).items() if k != "env"}
+        parser.set_defaults(**config)
+        del argv[i : i + 2]
+    namespace, _ = parser.parse_known_args(argv)
+    return namespace
+
+
 def parse(defaults: dict, argv: list[str] | None = None):
     """Parse a recipe's arguments. Precedence, lowest first: the recipe's defaults, the preset, values derived from
     the batch layout, a YAML `--config`, the command line. Returns the three argument objects, the batch layout and
@@ -242,40 +342,45 @@ def parse(defaults: dict, argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("--dry-run", "--dry_run") for a in argv):
         argv += ["--use_cpu", "true"]  # a plan, printed anywhere: skip the GPU checks of bf16 and friends
-    parser = TrlParser((ScriptArguments, DLERConfig, ModelConfig))
+    import_penalty_modules(argv)
+    parser = RecipeParser((ScriptArguments, DLERConfig, ModelConfig))
     fields = {f for dc in parser.dataclass_types for f in dc.__dataclass_fields__}
     unknown = sorted(set(defaults) - fields)
     if unknown:
         raise ValueError(f"recipe defaults name unknown fields {unknown}")
     parser.set_defaults(**defaults)
-    script_args, training_args, _ = parser.parse_args_and_config(argv)
-    preset = resolve_preset(script_args.preset, script_args.prompts_per_generation, training_args.dynamic_sampling)
+    raw = _raw_settings(parser, argv)
+    dynamic_sampling = raw.dynamic_sampling
+    if dynamic_sampling is None:
+        dynamic_sampling = OPTIMIZER_RECIPES.get(raw.optimizer_recipe, {}).get("dynamic_sampling")
+    preset = resolve_preset(raw.preset, raw.prompts_per_generation, bool(dynamic_sampling))
     parser.set_defaults(**{name: value for name, (value, _) in preset.items()})
-    script_args, training_args, _ = parser.parse_args_and_config(argv)
-
-    num_processes = script_args.num_processes or int(os.environ.get("WORLD_SIZE", "1"))
+    raw = _raw_settings(parser, argv)
+    num_processes = raw.num_processes or int(os.environ.get("WORLD_SIZE", "1"))
     layout = batch_layout(
-        script_args.prompts_per_generation,
-        script_args.prompts_per_update,
-        training_args.num_generations,
+        raw.prompts_per_generation,
+        raw.prompts_per_update,
+        raw.num_generations,
         num_processes,
-        training_args.per_device_train_batch_size,
+        raw.per_device_train_batch_size,
     )
-    why = f"derived: {script_args.prompts_per_update} prompts per update on {num_processes} processes"
+    why = f"derived: {raw.prompts_per_update} prompts per update on {num_processes} processes"
     derived = {k: (layout[k], why) for k in ("gradient_accumulation_steps", "steps_per_generation")}
-    if script_args.eval_dataset_name:
-        group = training_args.num_generations_eval or training_args.num_generations
-        every = script_args.eval_every_generations
+    if raw.eval_dataset_name:
+        every = raw.eval_every_generations
         derived.update(
             eval_strategy=("steps", "derived: eval_dataset_name is set"),
             eval_steps=(
                 every * layout["updates_per_generation"],
                 f"derived: every {every} generation steps x {layout['updates_per_generation']} updates",
             ),
-            per_device_eval_batch_size=(group, "derived: one validation group per rank and step"),
+            per_device_eval_batch_size=(
+                raw.num_generations_eval or raw.num_generations,
+                "derived: one validation group per rank and step",
+            ),
         )
     parser.set_defaults(**{name: value for name, (value, _) in derived.items()})
-    script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    script_args, training_args, model_args = parser.parse_args_and_config(argv)  # the one build of the configs
     layout["num_processes"] = num_processes
     layout["generation_steps"] = training_args.max_steps / layout["updates_per_generation"]
 
@@ -361,17 +466,83 @@ def check_prompts(model_args, training_args, datasets: dict) -> None:
             )
 
 
+RESUME_IGNORES = {  # may change between restarts: how the batch is laid out on the hardware, how often to save
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "steps_per_generation",
+    "per_device_eval_batch_size",
+    "max_steps",
+    "eval_steps",
+    "eval_strategy",
+    "save_steps",
+    "use_vllm",
+    "vllm_mode",
+    "grader",
+}
+RESUME_SCRIPT_SETTINGS = (
+    "grader",
+    "dataset_name",
+    "dataset_split",
+    "prompts_per_generation",
+    "prompts_per_update",
+    "max_problems",
+    "solve_rate_column",
+)
+
+
+def run_settings(script_args, training_args, model_args) -> dict:
+    """The settings that define what a run trains: a restart must keep them to continue the same run."""
+    settings = {name: getattr(training_args, name) for name in OBJECTIVE if name not in RESUME_IGNORES}
+    settings.update({name: getattr(script_args, name) for name in RESUME_SCRIPT_SETTINGS})
+    settings["model_name_or_path"] = model_args.model_name_or_path
+    return json.loads(json.dumps(settings, default=str))
+
+
 def train(script_args, training_args, model_args, callbacks=None):
-    """Load data and model, train with DLER, resume from the last checkpoint in `output_dir` if there is one.
+    """Take `output_dir` for this run, then train (resuming from its newest whole checkpoint) unless it finished.
 
-    `callbacks`: extra `TrainerCallback`s; a `ProgressCallback` among them replaces the default progress bar.
+    Returns the trainer, or None when the run in `output_dir` had already finished. `callbacks`: extra
+    `TrainerCallback`s; a `ProgressCallback` among them replaces the default progress bar.
     """
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from transformers.trainer_utils import get_last_checkpoint
+    output_dir = training_args.output_dir
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"output_dir {output_dir} is a file; give a folder (it is created if missing)")
+    check_report_to(training_args.report_to)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    with RunLock(output_dir) if is_main else contextlib.nullcontext():
+        return _train_in(output_dir, is_main, script_args, training_args, model_args, callbacks)
 
-    from dler.data import load_rows, math_prompts
+
+def _train_in(output_dir, is_main, script_args, training_args, model_args, callbacks):
+    """`train` once `output_dir` is this run's."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from dler.data import check_usable_rows, load_rows, prepare_math_rows
     from dler.rewards import MathReward
     from dler.trainer import DLERTrainer
+
+    checkpoint, skipped = find_resume_checkpoint(output_dir)
+    for name, problem in skipped:
+        logger.warning("Not resuming from %s: %s.", name, problem)
+    previous, settings = read_run(output_dir), run_settings(script_args, training_args, model_args)
+    if previous and (checkpoint or previous.get("finished")):
+        changed = settings_differences(previous["settings"], settings)
+        if changed and not script_args.resume_with_changed_settings:
+            raise ValueError(
+                f"{output_dir} holds a run trained with other settings; continuing it would mix two objectives: "
+                + "; ".join(changed)
+                + ". Use another --output_dir, restore the settings, or pass --resume_with_changed_settings."
+            )
+        if changed:
+            logger.warning("Resuming with changed settings (--resume_with_changed_settings): %s", "; ".join(changed))
+    if previous and previous.get("finished") and previous.get("step", 0) >= training_args.max_steps:
+        logger.warning(
+            "The run in %s finished at step %d of max_steps=%d: nothing to train (raise --max_steps to continue it).",
+            output_dir,
+            previous["step"],
+            training_args.max_steps,
+        )
+        return None
 
     reward = MathReward(
         answer_column=script_args.answer_column, num_workers=script_args.reward_workers, grader=script_args.grader
@@ -381,29 +552,28 @@ def train(script_args, training_args, model_args, callbacks=None):
         script_args.solve_rate_column,
         script_args.max_problems,
     )
-    if len(rows) < script_args.prompts_per_generation:
-        raise ValueError(
-            f"{len(rows)} problems cannot fill a generation batch of prompts_per_generation="
-            f"{script_args.prompts_per_generation}; lower it (and prompts_per_update) or add problems"
-        )
-    dataset = math_prompts(
+    dataset, skipped = prepare_math_rows(
         rows,
         problem_column=script_args.problem_column,
         answer_column=script_args.answer_column,
         on_invalid=script_args.invalid_answers,
         reward=reward,
         on_duplicate=script_args.duplicate_problems,
+        source=script_args.dataset_name,
     )
+    check_usable_rows(len(dataset), script_args.prompts_per_generation, script_args.dataset_name, skipped)
     eval_dataset = None
     if script_args.eval_dataset_name:
-        eval_dataset = math_prompts(
+        eval_dataset, skipped = prepare_math_rows(
             load_rows(script_args.eval_dataset_name, script_args.eval_dataset_split),
             problem_column=script_args.eval_problem_column,
             answer_column=script_args.eval_answer_column,
             on_invalid=script_args.invalid_answers,
             reward=reward,
             on_duplicate=script_args.duplicate_problems,
+            source=script_args.eval_dataset_name,
         )
+        check_usable_rows(len(eval_dataset), 1, script_args.eval_dataset_name, skipped)
         if script_args.eval_answer_column != script_args.answer_column:  # the reward reads one column
             eval_dataset = eval_dataset.rename_column(script_args.eval_answer_column, script_args.answer_column)
     check_prompts(model_args, training_args, {"training set": dataset, "validation set": eval_dataset})
@@ -427,21 +597,51 @@ def train(script_args, training_args, model_args, callbacks=None):
         eval_dataset=eval_dataset,
         peft_config=get_peft_config(model_args),
     )
-    for callback in callbacks or []:
+    for callback in [MetricsLog(), *(callbacks or [])]:
         if isinstance(callback, ProgressCallback):
             for default in (ProgressCallback, PrinterCallback):  # the caller's bar replaces the default one
                 trainer.remove_callback(default)
         trainer.add_callback(callback)
-    last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
-    trainer.train(resume_from_checkpoint=last)  # a requeued Slurm job continues where it stopped
+    if is_main:
+        write_json_atomically(os.path.join(output_dir, RUN_FILE), {"settings": settings, "finished": False})
+    if checkpoint:
+        with open(os.path.join(checkpoint, "trainer_state.json")) as f:
+            step = json.load(f)["global_step"]
+        logger.warning("Resuming from %s at step %d of %d.", checkpoint, step, training_args.max_steps)
+    trainer.train(resume_from_checkpoint=checkpoint)  # a requeued Slurm job continues where it stopped
     trainer.save_model()
+    finish_run(trainer)
+    trainer.accelerator.wait_for_everyone()
+    if is_main:
+        write_json_atomically(
+            os.path.join(output_dir, RUN_FILE),
+            {"settings": settings, "finished": True, "step": trainer.state.global_step},
+        )
     return trainer
 
 
 def run(defaults: dict, argv: list[str] | None = None, callbacks=None):
-    """A recipe's `__main__`: parse, then print the plan (`--dry-run`) or train (returns the trainer)."""
+    """Parse, then print the plan (`--dry-run`) or train (returns the trainer; None if the run had finished)."""
     script_args, training_args, model_args, layout, sources = parse(defaults, argv)
     if script_args.dry_run:
         print(json.dumps(describe(script_args, training_args, model_args, layout, sources), indent=2, default=str))
         return None
-    return train(script_args, training_args, model_args, callbacks)
+    try:
+        return train(script_args, training_args, model_args, callbacks)
+    finally:
+        leave_process_group()
+
+
+def main(defaults: dict, argv: list[str] | None = None) -> None:
+    """A recipe's `__main__`: `run`, with a configuration, data or command-line error printed as one message and a
+    non-zero exit; `--traceback` (or DLER_DEBUG=1) shows the whole traceback instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--traceback" in argv or os.environ.get("DLER_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--traceback"]
+    try:
+        run(defaults, argv)
+    except (ValueError, TypeError, OSError, RuntimeError) as error:
+        if debug:
+            raise
+        print(f"error: {error}\n(add --traceback for the full traceback)", file=sys.stderr)
+        raise SystemExit(2) from None

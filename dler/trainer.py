@@ -33,6 +33,7 @@ from dler.kl import kl_penalty_terms
 from dler.penalties import LengthPenalty, RolloutGroup
 from dler.reward_guard import GuardedReward
 from dler.rounds import DynamicSampling, DynamicSamplingExhausted, Replay
+from dler.runs import leave_process_group_at_exit, write_manifest
 from dler.sampling import RoundScores, SamplingState
 
 __all__ = ["DLERTrainer", "DynamicSamplingExhausted"]
@@ -89,10 +90,11 @@ class DLERTrainer(DynamicSampling, GRPOTrainer):
         super().__init__(model, reward_funcs, args, *trl_args, **kwargs)
         self._refuse_unsupported(["a vision-language model"] if self._is_vlm else [])
         self.reward_funcs = [  # plain synchronous functions fail naming themselves and the sample
-            GuardedReward(func, name) if _is_plain_function(func) else func
+            GuardedReward(func, name, timeout=args.reward_timeout) if _is_plain_function(func) else func
             for func, name in zip(self.reward_funcs, self.reward_func_names, strict=True)
         ]
         self.add_callback(CloseRewardFunctions(self.reward_funcs))
+        leave_process_group_at_exit()  # any script, not only the recipes, exits cleanly on every rank
         self._budget_bands = args.budget_bands
         self._stream_dataset: Dataset | None = None  # the training set as TRL's dataloader sees it, on first use
         self.sampling = SamplingState(
@@ -362,6 +364,9 @@ class DLERTrainer(DynamicSampling, GRPOTrainer):
             with open(os.path.join(folder, STATE_FILE), "w") as f:
                 json.dump(self.dler_state_dict(), f, indent=2)
         torch.save(self.rank_state_dict(), os.path.join(folder, RANK_FILE.format(rank=self.accelerator.process_index)))
+        self.accelerator.wait_for_everyone()  # every rank has written: the checkpoint is whole
+        if self.args.should_save:
+            write_manifest(folder, self.state.global_step)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)

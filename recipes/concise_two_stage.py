@@ -10,7 +10,7 @@ PPO; GRPO is dler's stand-in). Estimate the solve rates first:
     python recipes/concise_two_stage.py --dry-run --num_processes 8
 """
 
-from dler.recipe import run
+from dler.recipe import main
 
 DEFAULTS = {
     "model_name_or_path": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
@@ -38,4 +38,4 @@ DEFAULTS = {
 }
 
 if __name__ == "__main__":
-    run(DEFAULTS)
+    main(DEFAULTS)

@@ -7,7 +7,7 @@ A prompt whose group is right at least half the time gets 2000 tokens, the other
     python recipes/da_dler_r1_1p5b.py --dry-run --num_processes 64
 """
 
-from dler.recipe import run
+from dler.recipe import main
 
 DEFAULTS = {
     "model_name_or_path": "runs/dler-r1-1p5b",  # the DLER run's output
@@ -28,4 +28,4 @@ DEFAULTS = {
 }
 
 if __name__ == "__main__":
-    run(DEFAULTS)
+    main(DEFAULTS)

@@ -1,10 +1,10 @@
 """DLER on DeepSeek-R1-Distill-Qwen-1.5B with DeepScaleR-Preview (paper Table 1 / Table 4).
 
-    accelerate launch --config_file launch/accelerate/zero2.yaml recipes/dler_r1_1p5b.py
-    python recipes/dler_r1_1p5b.py --dry-run --num_processes 64   # the resolved settings and batch arithmetic
+accelerate launch --config_file launch/accelerate/zero2.yaml recipes/dler_r1_1p5b.py
+python recipes/dler_r1_1p5b.py --dry-run --num_processes 64   # the resolved settings and batch arithmetic
 """
 
-from dler.recipe import run
+from dler.recipe import main
 
 DEFAULTS = {
     "model_name_or_path": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
@@ -24,4 +24,4 @@ DEFAULTS = {
 }
 
 if __name__ == "__main__":
-    run(DEFAULTS)
+    main(DEFAULTS)

@@ -1,10 +1,10 @@
 """DLER on DeepSeek-R1-Distill-Qwen-7B with DeepScaleR-Preview (paper Table 1 / Table 4: 450 generation steps).
 
-    accelerate launch --config_file launch/accelerate/zero3_offload.yaml recipes/dler_r1_7b.py
-    python recipes/dler_r1_7b.py --dry-run --num_processes 64
+accelerate launch --config_file launch/accelerate/zero3_offload.yaml recipes/dler_r1_7b.py
+python recipes/dler_r1_7b.py --dry-run --num_processes 64
 """
 
-from dler.recipe import run
+from dler.recipe import main
 
 DEFAULTS = {
     "model_name_or_path": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
@@ -25,4 +25,4 @@ DEFAULTS = {
 }
 
 if __name__ == "__main__":
-    run(DEFAULTS)
+    main(DEFAULTS)

@@ -11,7 +11,7 @@ this file's `DEFAULTS` with its own model, data and budget on the command line (
     python recipes/dler_tiny.py --model_name_or_path runs/demo/sft --dataset_name runs/demo/train.jsonl ...
 """
 
-from dler.recipe import run
+from dler.recipe import main
 from dler.tiny import ensure_tiny_assets
 
 
@@ -46,4 +46,4 @@ DEFAULTS = {
 
 if __name__ == "__main__":
     prepare()
-    run(DEFAULTS)
+    main(DEFAULTS)

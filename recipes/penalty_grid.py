@@ -96,7 +96,11 @@ def main(argv=None) -> list[dict]:
             continue
         print(f"== {penalty} x {optimizer} ==", flush=True)
         trainer = train(script_args, training_args, model_args)
-        results.append({**settings, **final_metrics(trainer.state.log_history)})
+        if trainer is None:  # the cell had finished in an earlier run: its metrics are in its output_dir
+            history = json.loads((Path(training_args.output_dir) / "trainer_state.json").read_text())["log_history"]
+        else:
+            history = trainer.state.log_history
+        results.append({**settings, **final_metrics(history)})
 
     if not args.dry_run:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)

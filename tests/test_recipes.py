@@ -80,7 +80,9 @@ def test_yaml_config_sits_between_preset_and_command_line(tmp_path, capsys):
 def test_batch_arithmetic_and_its_errors():
     assert batch_layout(512, 64, 16, num_processes=8, per_device=16)["gradient_accumulation_steps"] == 8
     assert batch_layout(512, 64, 16, num_processes=8, per_device=16)["steps_per_generation"] == 64
-    with pytest.raises(ValueError, match=r"cannot be split over 3 processes.*per_device_train_batch_size in"):
+    with pytest.raises(ValueError, match=r"over 6 processes x per_device_train_batch_size 5. With 6 .* in \[1, 2, 4,"):
+        batch_layout(480, 48, 16, num_processes=6, per_device=5)  # 768 samples per update: 128 per process
+    with pytest.raises(ValueError, match=r"over 3 processes .* use a process count that divides 1024 \(1, 2, 4,"):
         batch_layout(512, 64, 16, num_processes=3, per_device=16)
     with pytest.raises(ValueError, match="multiple of prompts_per_update"):
         batch_layout(500, 64, 16, num_processes=8, per_device=16)
@@ -113,10 +115,8 @@ def test_tiny_training_through_the_recipe_with_lora_and_auto_resume(tiny_model_d
     assert type(trainer.model).__name__.startswith("Peft")
     checkpoint = tmp_path / "out" / "checkpoint-2"
     stamp = os.path.getmtime(checkpoint / "trainer_state.json")
-    again = run({}, argv)  # a requeued job resumes from checkpoint-2 instead of starting over
-    # a fresh start would have trained steps 1-2 again and rewritten checkpoint-2 (HF's loop, resumed at max_steps,
-    # still runs one step, which saves nothing)
-    assert again.state.global_step >= 2 and os.path.getmtime(checkpoint / "trainer_state.json") == stamp
+    again = run({}, argv)  # the same command once the run has finished: nothing to train, nothing rewritten
+    assert again is None and os.path.getmtime(checkpoint / "trainer_state.json") == stamp
 
 
 def test_training_prompt_is_the_evaluation_prompt():
@@ -158,8 +158,8 @@ def test_concise_stage_two_keeps_occasionally_solvable_problems(tiny_model_dir, 
     )
     trainer = run(recipe_defaults("concise_two_stage"), argv)
     assert sorted(trainer.train_dataset["solve_rate"]) == [0.25, 0.5, 0.5, 0.75]
-    with pytest.raises(ValueError, match="3 problems cannot fill a generation batch"):
-        run(recipe_defaults("concise_two_stage"), [*argv, "--max_problems", "3"])
+    with pytest.raises(ValueError, match="3 usable problems, fewer than one generation batch"):
+        run(recipe_defaults("concise_two_stage"), [*argv, "--max_problems", "3", "--output_dir", str(tmp_path / "3")])
 
 
 def test_dler_tiny_dry_run_is_a_cpu_run_of_the_same_entry_point(capsys):

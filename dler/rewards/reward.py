@@ -295,7 +295,8 @@ class MathReward:
     def _invalid_gold(self, raw, why) -> None:
         message = (
             f"gold answer {str(raw)[:80]!r} in column {self.answer_column!r} cannot be parsed ({why}); every rollout "
-            "of its prompt scores 0. Run dler.rewards.prepare_gold_answers on the dataset to find and drop such rows."
+            "of its prompt scores 0. Recipes check every gold before training; with your own script, run "
+            "dler.rewards.prepare_gold_answers on the dataset to find and drop such rows."
         )
         if self.on_invalid_gold == "error":
             raise ValueError(message)
@@ -432,7 +433,7 @@ def prepare_gold_answers(
             keep.append(i)
     if report.invalid and on_invalid == "error":
         raise ValueError(
-            f"{report}. Fix these answers, or call prepare_gold_answers(..., on_invalid='skip') to drop the rows."
+            f"{report}. Fix these answers, or drop their rows: on_invalid='skip' (recipes: --invalid_answers skip)."
         )
     if report.invalid:
         logger.warning("%s: skipping these rows.", report)

@@ -1,0 +1,129 @@
+"""Where a run's metrics land: a check of `--report_to` before the model loads, a JSON-lines metrics log, and the
+final `trainer_state.json`.
+
+- `check_report_to(report_to)`: every integration named in `report_to` must be installed, or the run stops before the
+  model loads, saying what to install (`pip install "dler[tensorboard]"` for TensorBoard).
+- `MetricsLog`: a callback that appends each logged dict, as `{"step": global_step, **logs}`, to
+  `<output_dir>/metrics.jsonl` on the main process; a resumed run appends to the same file.
+- `finish_run(trainer)`: writes `trainer_state.json` (with the whole `log_history`) into `output_dir` once training
+  ends; the Trainer itself only writes it inside checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from transformers import TrainerCallback
+
+METRICS_FILE = "metrics.jsonl"
+TRAINER_STATE_FILE = "trainer_state.json"  # transformers' TRAINER_STATE_NAME
+
+# integration -> (the transformers.integrations.integration_utils helper(s) that must all say yes, what to do if not)
+_INTEGRATIONS = {
+    "tensorboard": (("is_tensorboard_available",), 'pip install "dler[tensorboard]"'),
+    "wandb": (("is_wandb_available",), "pip install wandb"),
+    "trackio": (("is_trackio_available",), "pip install trackio"),
+    "comet_ml": (("is_comet_available",), 'pip install "comet-ml>={min_comet}"'),
+    "mlflow": (("is_mlflow_available",), "pip install mlflow (and leave DISABLE_MLFLOW_INTEGRATION unset)"),
+    "azure_ml": (("is_azureml_available",), "pip install azureml-sdk"),
+    "neptune": (("is_neptune_available",), "pip install neptune"),
+    "codecarbon": (("is_codecarbon_available",), "pip install codecarbon"),
+    "clearml": (("is_clearml_available",), "pip install clearml"),
+    "dagshub": (("is_dagshub_available",), "pip install dagshub mlflow"),
+    "flyte": (("is_flytekit_available",), "pip install flytekit"),
+    "dvclive": (("is_dvclive_available",), "pip install dvclive"),
+    "swanlab": (("is_swanlab_available",), "pip install swanlab"),
+    "kubeflow": (
+        ("is_kubeflow_available",),
+        "run inside a Kubeflow TrainJob, which sets KUBEFLOW_TRAINER_SERVER_URL (and leave "
+        "DISABLE_KUBEFLOW_INTEGRATION unset); there is nothing to pip install",
+    ),
+}
+
+
+def _requested(report_to) -> list[str]:
+    """The integrations `report_to` names, as `TrainingArguments` reads it: None / "none" -> none; "all" -> only those
+    installed (so nothing to check); a str -> that one."""
+    if report_to is None:
+        return []
+    if isinstance(report_to, str):
+        report_to = [report_to]
+    report_to = list(report_to)
+    if report_to in (["none"], ["all"]):
+        return []
+    return report_to
+
+
+def check_report_to(report_to) -> None:
+    """Raise `ValueError` naming each integration in `report_to` that is unknown or not installed, with what to
+    install. Call it before the model loads: transformers only finds out when the Trainer is built."""
+    from transformers.integrations import integration_utils
+
+    missing = []
+    for name in _requested(report_to):
+        if name not in _INTEGRATIONS:
+            supported = ", ".join(integration_utils.INTEGRATION_TO_CALLBACK)
+            raise ValueError(f"--report_to {name}: not an integration transformers knows (supported: {supported})")
+        helpers, install = _INTEGRATIONS[name]
+        if not all(getattr(integration_utils, helper)() for helper in helpers):
+            min_comet = getattr(integration_utils, "_MIN_COMET_VERSION", "3.43.2")
+            missing.append(f"{name}: {install.format(min_comet=min_comet)}")
+    if missing:
+        raise ValueError(
+            "--report_to names integrations that are not installed; install them, or drop them from --report_to:\n  "
+            + "\n  ".join(missing)
+        )
+
+
+def _jsonable(value):
+    """A value strict JSON can hold: numbers and strings as they are, 0-d tensors and NumPy scalars as numbers,
+    NaN / inf and anything else as strings."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if callable(getattr(value, "item", None)) and getattr(value, "ndim", 0) == 0:  # torch / NumPy scalars
+        try:
+            number = value.item()
+        except (TypeError, ValueError, RuntimeError):
+            return str(value)
+        if isinstance(number, (bool, int, float)):
+            return _jsonable(number)
+    return str(value)
+
+
+class MetricsLog(TrainerCallback):
+    """Append every `on_log` dict to `<output_dir>/metrics.jsonl` (or `path`), one JSON object a line:
+    `{"step": state.global_step, **logs}`, written and flushed by the main process only. The file is never truncated:
+    a resumed run appends, and `step` tells the lines apart. Values strict JSON cannot hold become strings."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = path
+
+    def file(self, args) -> str:
+        return os.fspath(self.path) if self.path is not None else os.path.join(args.output_dir, METRICS_FILE)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        path = self.file(args)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        line = json.dumps(_jsonable({"step": state.global_step, **logs}), allow_nan=False)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+
+
+def finish_run(trainer) -> None:
+    """After training: write `trainer_state.json` (global step, `log_history`, ...) into `trainer.args.output_dir`,
+    on the main process only."""
+    if not trainer.is_world_process_zero():
+        return
+    os.makedirs(trainer.args.output_dir, exist_ok=True)
+    trainer.state.save_to_json(os.path.join(trainer.args.output_dir, TRAINER_STATE_FILE))
