@@ -256,7 +256,7 @@ def drop_duplicates(dataset: Dataset, column: str, on_duplicate: str = "skip", s
     return dataset.select(sorted(seen.values()))
 
 
-def prepare_math_rows(
+def math_prompts(
     dataset: Dataset,
     problem_column: str = "problem",
     answer_column: str = "answer",
@@ -265,7 +265,11 @@ def prepare_math_rows(
     on_duplicate: str = "skip",
     source: str | None = None,
 ) -> tuple[Dataset, dict[str, int]]:
-    """`math_prompts`, also returning how many rows were skipped and why: `{"invalid_answers": n,
+    """Add the R1 `prompt` column, check the columns, drop repeated problems, and parse every gold answer once.
+
+    Rows whose gold cannot be parsed, and repeats of a problem, are reported (count and examples) and skipped, or
+    raise with `on_invalid="error"` / `on_duplicate="error"`. Every error is a `DataError`; `source` (the file or
+    hub id) names the dataset in them. Returns the rows and how many were skipped and why, `{"invalid_answers": n,
     "duplicate_problems": m}` (the keys are the command-line flags that choose skip or error), for
     `check_usable_rows`."""
     name = _named(source)
@@ -296,25 +300,6 @@ def prepare_math_rows(
     return dataset.map(lambda row: {"prompt": r1_prompt(row[problem_column])}), skipped
 
 
-def math_prompts(
-    dataset: Dataset,
-    problem_column: str = "problem",
-    answer_column: str = "answer",
-    on_invalid: str = "skip",
-    reward=None,
-    on_duplicate: str = "skip",
-    source: str | None = None,
-) -> Dataset:
-    """Add the R1 `prompt` column, check the columns, drop repeated problems, and parse every gold answer once.
-
-    Rows whose gold cannot be parsed, and repeats of a problem, are reported (count and examples) and skipped, or
-    raise with `on_invalid="error"` / `on_duplicate="error"`. Every error is a `DataError`; `source` (the file or
-    hub id) names the dataset in them. `prepare_math_rows` also returns the skipped counts.
-    """
-    rows, _ = prepare_math_rows(dataset, problem_column, answer_column, on_invalid, reward, on_duplicate, source)
-    return rows
-
-
 _SKIPPED = {
     "invalid_answers": lambda n: f"{n} with unparseable gold answers",
     "duplicate_problems": lambda n: f"{n} repeated problem{'s' if n != 1 else ''}",
@@ -323,7 +308,7 @@ _SKIPPED = {
 
 def check_usable_rows(num_rows: int, needed: int, source: str, skipped: dict[str, int]) -> None:
     """Raise `DataError` when fewer than `needed` rows (one generation batch, `prompts_per_generation`) remain
-    after skipping (`skipped`: the counts of `prepare_math_rows`), naming the file, the counts and the fixes."""
+    after skipping (`skipped`: the counts of `math_prompts`), naming the file, the counts and the fixes."""
     if num_rows >= needed:
         return
     parts = [

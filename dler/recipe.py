@@ -517,7 +517,7 @@ def _train_in(output_dir, is_main, script_args, training_args, model_args, callb
     """`train` once `output_dir` is this run's."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from dler.data import check_usable_rows, load_rows, prepare_math_rows
+    from dler.data import check_usable_rows, load_rows, math_prompts
     from dler.rewards import MathReward
     from dler.trainer import DLERTrainer
 
@@ -552,7 +552,7 @@ def _train_in(output_dir, is_main, script_args, training_args, model_args, callb
         script_args.solve_rate_column,
         script_args.max_problems,
     )
-    dataset, skipped = prepare_math_rows(
+    dataset, skipped = math_prompts(
         rows,
         problem_column=script_args.problem_column,
         answer_column=script_args.answer_column,
@@ -564,7 +564,7 @@ def _train_in(output_dir, is_main, script_args, training_args, model_args, callb
     check_usable_rows(len(dataset), script_args.prompts_per_generation, script_args.dataset_name, skipped)
     eval_dataset = None
     if script_args.eval_dataset_name:
-        eval_dataset, skipped = prepare_math_rows(
+        eval_dataset, skipped = math_prompts(
             load_rows(script_args.eval_dataset_name, script_args.eval_dataset_split),
             problem_column=script_args.eval_problem_column,
             answer_column=script_args.eval_answer_column,

@@ -14,7 +14,6 @@ from dler.data import (
     drop_duplicates,
     load_rows,
     math_prompts,
-    prepare_math_rows,
 )
 
 ROWS = [
@@ -28,7 +27,7 @@ ROWS = [
 
 def test_bad_rows_are_counted_and_skipped(caplog):
     with caplog.at_level(logging.WARNING):
-        data = math_prompts(Dataset.from_list(ROWS), reward=_in_process_reward())
+        data = math_prompts(Dataset.from_list(ROWS), reward=_in_process_reward())[0]
     assert data["problem"] == ["1 + 1", "4 + 4"]
     assert data["prompt"][0][0]["content"].startswith("1 + 1 Let's think step by step")
     log = caplog.text
@@ -38,14 +37,14 @@ def test_bad_rows_are_counted_and_skipped(caplog):
 
 def test_skipped_rows_are_counted_by_reason(caplog):
     with caplog.at_level(logging.WARNING):
-        data, skipped = prepare_math_rows(Dataset.from_list(ROWS), reward=_in_process_reward(), source="d.jsonl")
+        data, skipped = math_prompts(Dataset.from_list(ROWS), reward=_in_process_reward(), source="d.jsonl")
     assert len(data) == 2
     assert skipped == {"invalid_answers": 2, "duplicate_problems": 1}
     assert "dataset d.jsonl: 1 of 5 rows repeat" in caplog.text
 
 
 def test_float_golds_as_amc_writes_them():
-    data = math_prompts(Dataset.from_list([{"problem": "p", "answer": 142.0}]), reward=_in_process_reward())
+    data = math_prompts(Dataset.from_list([{"problem": "p", "answer": 142.0}]), reward=_in_process_reward())[0]
     assert len(data) == 1
 
 
