@@ -23,6 +23,8 @@ def test_registry_holds_the_paper_benchmarks_with_their_sources():
         "amc": ("AI-MO/aimo-validation-amc", "train", "problem", "answer", 83),
         "minerva": ("math-ai/minervamath", "test", "question", "answer", 272),
         "olympiad": ("math-ai/olympiadbench", "test", "question", "final_answer", 675),
+        "aime25": ("math-ai/aime25", "test", "problem", "answer", 30),
+        "amc23": ("math-ai/amc23", "test", "question", "answer", 40),
     }
     for name, (hf_id, split, problem, answer, size) in expected.items():
         b = B.BENCHMARKS[name]
@@ -69,6 +71,12 @@ def test_fixture_files_load_with_the_registry_fields():
     src = olympiad.source
     assert src["type"] == "local" and len(src["file_sha256"]) == 64 and len(src["content_sha256"]) == 64
     assert src["num_problems"] == 2
+    assert src["dataset_revision"] == "sha256:" + src["file_sha256"]
+    aime25 = B.load_benchmark(B.get_benchmark("aime25"), FIXTURES)
+    assert [p.answer for p in aime25.problems] == ["70", "588"] and aime25.invalid_golds == []
+    amc23 = B.load_benchmark(B.get_benchmark("amc23"), FIXTURES)
+    assert amc23.problems[0].problem.startswith("A fixture problem in the AMC 2023 format")
+    assert [p.answer for p in amc23.problems] == ["27", 3.0] and amc23.invalid_golds == []
 
 
 def test_normalised_fields_are_accepted_and_limit_applies(tmp_path):
@@ -111,14 +119,33 @@ def test_hub_loading_uses_the_registry_id_split_and_revision(monkeypatch):
         return FakeDataset([{"question": "q", "final_answer": ["1"]}])
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    monkeypatch.setattr(B, "_resolved_revision", lambda b: "deadbeef")
+    monkeypatch.setattr(B, "_resolved_revision", lambda b: "deadbeef" * 5)
     pinned = B.Benchmark("pinned", "math-ai/olympiadbench", split="test", problem_field="question",
                          answer_field="final_answer", revision="v1", answer_fn=B.join_answers)  # fmt: skip
     loaded = B.load_benchmark(pinned)
     assert calls == [("math-ai/olympiadbench", None, "test", "v1")]
     assert loaded.problems[0].answer == "1"
-    assert loaded.source["revision"] == "v1" and loaded.source["resolved_revision"] == "deadbeef"
+    assert loaded.source["revision"] == "v1" and loaded.source["resolved_revision"] == "deadbeef" * 5
     assert loaded.source["fingerprint"] == "abc123" and loaded.source["type"] == "hub"
+    assert loaded.source["dataset_revision"] == "deadbeef" * 5  # the hub's commit for the revision asked
+
+
+def test_dataset_revision_comes_from_the_datasets_cache_when_offline(monkeypatch):
+    """Offline the hub cannot be asked; the commit is the folder `datasets` cached the rows under."""
+    import datasets
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+
+    class CachedDataset(list):
+        _fingerprint = "f"
+        cache_files = [{"filename": f"/cache/datasets/math-ai___amc23/default/0.0.0/{sha}/amc23-test.arrow"}]
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: CachedDataset([{"question": "q", "answer": "1"}]))
+    monkeypatch.setattr(B, "_resolved_revision", lambda b: None)
+    loaded = B.load_benchmark(B.get_benchmark("amc23"))
+    assert loaded.source["cached_revision"] == sha and loaded.source["dataset_revision"] == sha
+    monkeypatch.setattr(CachedDataset, "cache_files", [{"filename": "/cache/x/0.0.0/abc/x.arrow"}])
+    assert B.load_benchmark(B.get_benchmark("amc23")).source["dataset_revision"] is None
 
 
 def test_r1_prompt_in_the_chat_template():
@@ -168,6 +195,8 @@ REALISTIC_GOLDS = {
     "math500": ("answer", ["\\left( 3, \\frac{\\pi}{2} \\right)", "\\text{(C)}", "10\\%", "\\frac{14}{3}", "p - q",
                            "\\{1, 2\\}", "[-2, 7)", "\\text{Evelyn}", "x^2 + 7x + 10", "\\$18.90", "90^\\circ"]),
     "aime24": ("answer", ["204", "033", "25"]),
+    "aime25": ("answer", ["70", "588", "16", "117"]),
+    "amc23": ("answer", ["27", "3", "0.5", 36.0]),
 }  # fmt: skip
 
 

@@ -84,12 +84,21 @@ def test_vllm_backend_without_vllm_is_a_clear_error(capsys, tmp_path, monkeypatc
     assert code == 2 and "vLLM is not installed" in err and "--backend transformers" in err
 
 
+def fake_model_dir(tmp_path, config=None):
+    """A folder that passes the model check (config.json only: nothing can load it)."""
+    model = tmp_path / "model"
+    model.mkdir(exist_ok=True)
+    (model / "config.json").write_text(json.dumps(config or {"model_type": "qwen2"}))
+    return str(model)
+
+
 def test_grader_option_reaches_the_config(tmp_path, monkeypatch):
     import dler.eval.run as R
 
     seen = []
     monkeypatch.setattr(R, "evaluate", lambda config: seen.append(config) or {})
-    base = ["eval", "--model", NO_MODEL, "--output-dir", str(tmp_path), "--data-dir", str(FIXTURES)]
+    base = ["eval", "--model", fake_model_dir(tmp_path), "--output-dir", str(tmp_path / "out"), "--data-dir",
+            str(FIXTURES)]  # fmt: skip
     assert cli.main(base) == 0 and cli.main([*base, "--grader", "released"]) == 0
     assert [c.grader for c in seen] == ["dler", "released"]
 
@@ -112,7 +121,7 @@ def test_report_of_a_missing_run(capsys, tmp_path):
 
 def test_python_dash_m_dler():
     out = subprocess.run([sys.executable, "-m", "dler", "--help"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and "{eval,report,solve-rate}" in out.stdout
+    assert out.returncode == 0 and "{eval,report,solve-rate,merge}" in out.stdout
 
 
 @pytest.mark.slow
@@ -134,3 +143,76 @@ def test_eval_sweep_then_report_from_the_command_line(tmp_path, tiny_model_dir, 
     text = (tmp_path / "report" / "report.md").read_text()
     assert "| run/t0 |" in text and "## Temperature sweep" in text
     assert (tmp_path / "report" / "pass_at_k.png").stat().st_size > 0
+
+
+def test_an_unknown_flag_prints_the_eval_usage(capsys, tmp_path):
+    code, err = run_cli(["eval", "--model", NO_MODEL, "--output-dir", str(tmp_path), "--temprature", "0.6"], capsys)
+    assert code == 2
+    assert err.startswith("usage: dler eval ") and "--max-tokens" in err
+    assert "dler eval: error: unrecognized arguments: --temprature 0.6" in err
+
+
+def test_a_mistyped_model_is_refused_before_anything_is_written(capsys, tmp_path):
+    out = tmp_path / "out"
+    code, err = run_cli(["eval", "--model", str(tmp_path / "no-such-model"), "--output-dir", str(out),
+                         "--data-dir", str(FIXTURES)], capsys)  # fmt: skip
+    assert code == 2 and "no such file or folder" in err
+    assert not out.exists()  # the corrected command is not refused as "different settings"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--parallel-k", "1,x"], "K values are integers"),
+        (["--parallel-k", "0,2"], "K values must be >= 1"),
+        (["--parallel-k", "1,2,2"], "duplicate values in --parallel-k"),
+        (["--parallel-k", "1,2", "--temperature", "0"], "one temperature > 0"),
+        (["--parallel-k", "1,2", "--temperature", "0.6,1.0"], "one temperature > 0"),
+    ],
+)
+def test_parallel_k_values_are_checked(capsys, tmp_path, extra, message):
+    code, err = run_cli(["eval", "--model", fake_model_dir(tmp_path), "--output-dir", str(tmp_path / "out"),
+                         "--data-dir", str(FIXTURES), *extra], capsys)  # fmt: skip
+    assert code == 2 and message in err
+
+
+def test_options_reach_the_config(tmp_path, monkeypatch):
+    import dler.eval.run as R
+
+    seen = []
+    monkeypatch.setattr(R, "evaluate_scaling", lambda config: seen.append(config) or {})
+    monkeypatch.setattr(R, "format_scaling_summary", lambda results: "")
+    args = ["eval", "--model", fake_model_dir(tmp_path), "--output-dir", str(tmp_path / "out"), "--data-dir",
+            str(FIXTURES), "--parallel-k", "4,1,2", "--seed-per-request", "--reproducible"]  # fmt: skip
+    assert cli.main(args) == 0
+    (config,) = seen
+    assert config.parallel_k == [1, 2, 4] and config.seed_per_request and config.reproducible
+
+
+@pytest.mark.slow
+def test_ctrl_c_prints_how_to_resume_and_exits_130(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    """Ctrl-C in the middle of generation: one line saying how to resume (no traceback), exit status 130, and
+    the same command then finishes the problems left."""
+    import dler.eval.generate as G
+
+    real = G.TransformersBackend.generate
+    calls = []
+
+    def generate_then_ctrl_c(self, requests, settings):
+        calls.append(len(requests))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, requests, settings)
+
+    monkeypatch.setattr(G.TransformersBackend, "generate", generate_then_ctrl_c)
+    args = ["eval", "--model", tiny_model_dir, "--data-dir", str(FIXTURES), "--benchmarks", "math500", "--n", "2",
+            "--max-tokens", "4", "--backend", "transformers", "--chunk-size", "1", "--output-dir", str(tmp_path),
+            "--grader-workers", "0", "--no-progress"]  # fmt: skip
+    assert cli.main(args) == 130
+    err = capsys.readouterr().err
+    assert "interrupted; rerun the same command to resume (1 of 3 problems done)" in err
+    assert "Traceback" not in err
+    assert cli.main(args) == 0
+    lines = (tmp_path / "generations" / "math500.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["index"] for x in lines) == [0, 1, 2]
+    assert len(calls) == 4  # 1 before the interruption, the interrupted one, then problems 1 and 2

@@ -49,7 +49,8 @@ def test_scripted_run_grades_with_the_math_reward_and_scores(tmp_path):
     ((run_dir, results),) = out.items()
     m = results["benchmarks"]["math500"]
     assert m["pass@1"] == pytest.approx(0.5)  # samples 0 and 2 right on each of the 3 problems
-    assert m["pass@k"]["4"] == 1.0 and m["maj@k"]["1"] == 1.0 and m["maj@k"]["2"] == 1.0
+    # answers gold, 42, gold, 42: a random k-subset's vote is right half the time (ties split evenly)
+    assert m["pass@k"]["4"] == 1.0 and m["maj@k"]["1"] == 0.5 and m["maj@k"]["2"] == 0.5
     assert m["mean_length_correct"] == pytest.approx(20) and m["mean_length_incorrect"] == pytest.approx(30)
     assert m["truncation_rate"] == pytest.approx(0.25)
     assert m["grading"] == {"correct": 6, "wrong": 6}
@@ -315,3 +316,226 @@ def test_grading_pool_is_used_and_closed(tmp_path):
         assert grader.pool is not None
     finally:
         grader.close()
+
+
+# --------------------------------------------------------------------------------------------- outputs and checks
+
+
+def test_per_problem_csv_next_to_the_generations(tmp_path):
+    import csv
+
+    evaluate(config(tmp_path), backend=ScriptedBackend(oracle), tokenizer=CharTokenizer())
+    path = tmp_path / "run" / "generations" / "math500.csv"
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["benchmark", "index", "samples", "correct", "mean_correct", "mean_length", "truncated"]
+    assert [r["index"] for r in rows] == ["0", "1", "2"]
+    assert rows[1] == {"benchmark": "math500", "index": "1", "samples": "4", "correct": "2", "mean_correct": "0.5",
+                       "mean_length": "25.0", "truncated": "1"}  # fmt: skip
+
+
+def test_results_record_temperature_backend_and_prompt_template_for_comparisons(tmp_path):
+    template = "Solve: {problem}"
+    evaluate(config(tmp_path, prompt_template=template), backend=ScriptedBackend(oracle), tokenizer=CharTokenizer())
+    protocol = json.loads((tmp_path / "run" / "results.json").read_text())["protocol"]
+    assert protocol["sampling"]["temperature"] == 0.6
+    assert protocol["backend"] == "scripted"
+    assert protocol["prompt_template"] == template
+
+
+def test_a_mistyped_model_path_is_refused_before_anything_is_written(tmp_path):
+    from dler.eval.run import EvalSettingsError
+
+    with pytest.raises(EvalSettingsError, match="--model runs/my-modle/checkpoint-100: no such file or folder"):
+        evaluate(config(tmp_path, model="runs/my-modle/checkpoint-100"))
+    (tmp_path / "models" / "dler-1.5b").mkdir(parents=True)
+    (tmp_path / "models" / "dler-1.5b" / "config.json").write_text("{}")
+    typo = str(tmp_path / "models" / "dlr-1.5b")
+    with pytest.raises(EvalSettingsError, match=f"no such file or folder.*did you mean {tmp_path}/models/dler-1.5b"):
+        evaluate(config(tmp_path, model=typo))
+    assert not (tmp_path / "run").exists()
+
+
+def test_check_model_id(tmp_path, monkeypatch):
+    from dler.eval.run import EvalSettingsError, check_model_id
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EvalSettingsError, match="has no config.json"):
+        check_model_id(str(tmp_path / "empty"))
+    (tmp_path / "empty" / "config.json").write_text("{}")
+    check_model_id(str(tmp_path / "empty"))
+    for bad in ("./missing", "../missing", "a/b/c", "owner//name", "owner/na me"):
+        with pytest.raises(EvalSettingsError, match="no such file or folder"):
+            check_model_id(bad)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(EvalSettingsError, match="HF_HUB_OFFLINE=1 while the hub model someone/unknown-model is not"):
+        check_model_id("someone/unknown-model")
+
+
+def test_a_protocol_from_a_run_that_generated_nothing_does_not_block_the_corrected_command(tmp_path, caplog):
+    """A start that failed before generating anything (e.g. the model would not load) leaves protocol.json;
+    rerunning with corrected settings replaces it instead of refusing "different settings"."""
+
+    class Broken(ScriptedBackend):
+        def generate(self, requests, settings):
+            raise RuntimeError("CUDA out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        evaluate(config(tmp_path, max_tokens=99), backend=Broken(oracle), tokenizer=CharTokenizer())
+    assert (tmp_path / "run" / "protocol.json").exists()
+    out = evaluate(config(tmp_path), backend=ScriptedBackend(oracle), tokenizer=CharTokenizer())
+    assert "replacing the settings of a run that generated nothing" in caplog.text
+    protocol = next(iter(out.values()))["protocol"]
+    assert protocol["resume_key"]["max_tokens"] == 40 and len(protocol["sessions"]) == 1
+
+
+def test_ctrl_c_keeps_what_was_written_and_reports_progress(tmp_path):
+    from dler.eval.run import EvalInterrupted
+
+    def ctrl_c_after(count):
+        seen = []
+
+        def hook(benchmark, index):
+            seen.append(index)
+            if len(seen) == count:
+                raise KeyboardInterrupt
+
+        return hook
+
+    cfg = config(tmp_path, benchmarks=["math500", "aime24"], chunk_size=1)
+    with pytest.raises(EvalInterrupted) as info:
+        evaluate(cfg, backend=ScriptedBackend(oracle), tokenizer=CharTokenizer(), on_problem=ctrl_c_after(2))
+    assert isinstance(info.value, KeyboardInterrupt)
+    assert (info.value.done, info.value.total) == (2, 5)
+    assert info.value.message == "interrupted; rerun the same command to resume (2 of 5 problems done)"
+    resumed = ScriptedBackend(oracle)
+    evaluate(cfg, backend=resumed, tokenizer=CharTokenizer())
+    assert len(resumed.prompts) == 3
+
+
+def test_model_context_length_follows_vllm():
+    from dler.eval.run import model_context_length
+
+    assert model_context_length({"max_position_embeddings": 131072}) == 131072
+    assert model_context_length({"max_position_embeddings": 4096, "seq_length": 2048}) == 2048
+    assert (
+        model_context_length({"max_position_embeddings": 32768, "rope_scaling": {"type": "linear", "factor": 4}})
+        == 131072
+    )
+    yarn = {
+        "max_position_embeddings": 131072,
+        "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768},
+    }
+    assert model_context_length(yarn) == 131072
+    assert model_context_length({"text_config": {"max_position_embeddings": 8192}}) == 8192
+    assert model_context_length({}) is None and model_context_length(None) is None
+
+
+QWEN_1_5B = {"model_type": "qwen2", "hidden_size": 1536, "num_hidden_layers": 28, "intermediate_size": 8960,
+             "vocab_size": 151936, "num_attention_heads": 12, "num_key_value_heads": 2, "tie_word_embeddings": True,
+             "max_position_embeddings": 131072}  # fmt: skip
+
+
+def test_auto_backend_on_cpu_warns_with_a_time_estimate_before_loading(tmp_path, tiny_model_dir, monkeypatch, caplog):
+    """--backend auto without vLLM or CUDA falls back to transformers on the CPU: for a long generation it says so,
+    with a rough duration, before the model is loaded (the tokenizer is all it needs)."""
+    import shutil
+
+    import dler.eval.generate as G
+    import dler.eval.run as R
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "config.json").write_text(json.dumps(QWEN_1_5B))  # a 1.5B model's shape, the tiny tokenizer
+    monkeypatch.setattr(G, "vllm_available", lambda: False)
+    monkeypatch.setattr(R, "_cuda_available", lambda: False)
+
+    class Loading(Exception):
+        pass
+
+    def loading(*args, **kwargs):
+        raise Loading
+
+    monkeypatch.setattr(G.TransformersBackend, "__init__", loading)
+    caplog.set_level("WARNING", logger="dler.eval.run")
+    with pytest.raises(Loading):
+        evaluate(config(tmp_path, model=str(model), backend="auto", n=16, max_tokens=32768))
+    (warning,) = [r.getMessage() for r in caplog.records if "falls back to transformers on the CPU" in r.getMessage()]
+    assert "48 samples of up to 32,768 tokens" in warning and "1.5B-parameter model" in warning
+    assert "up to about" in warning and "--backend transformers" in warning
+    caplog.clear()
+    with pytest.raises(Loading):  # chosen explicitly: no warning
+        evaluate(config(tmp_path / "b", model=str(model), backend="transformers", n=16, max_tokens=32768))
+    assert "falls back" not in caplog.text
+    with pytest.raises(Loading):  # a short run: no warning
+        evaluate(config(tmp_path / "c", model=str(model), backend="auto", n=2, max_tokens=64))
+    assert "falls back" not in caplog.text
+
+
+def test_cpu_rate_estimate_is_in_a_plausible_range():
+    from dler.eval.run import cpu_tokens_per_second
+
+    assert 5 < cpu_tokens_per_second(1.5e9, 32, cores=8) < 200
+    assert cpu_tokens_per_second(1e6, 32, cores=2) > 10_000
+
+
+def test_an_engine_error_caused_by_ctrl_c_is_reported_as_the_interruption(tmp_path):
+    """Ctrl-C also reaches vLLM's engine processes; the error their exit raises here can come first. After a
+    SIGINT it is reported as the interruption (resume message), not as a crash."""
+    import signal
+
+    from dler.eval.run import EvalInterrupted
+
+    class DyingEngine(ScriptedBackend):
+        def generate(self, requests, settings):
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                raise RuntimeError("EngineDeadError: EngineCore encountered an issue") from None
+
+    with pytest.raises(EvalInterrupted) as info:
+        evaluate(config(tmp_path), backend=DyingEngine(oracle), tokenizer=CharTokenizer())
+    assert (info.value.done, info.value.total) == (0, 3)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    with pytest.raises(RuntimeError, match="out of memory"):  # without SIGINT an error stays an error
+
+        class Broken(ScriptedBackend):
+            def generate(self, requests, settings):
+                raise RuntimeError("CUDA out of memory")
+
+        evaluate(config(tmp_path / "b"), backend=Broken(oracle), tokenizer=CharTokenizer())
+
+
+def test_check_model_id_asks_the_hub_when_online(monkeypatch, caplog):
+    from types import SimpleNamespace
+
+    import huggingface_hub
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    import dler.eval.run as R
+
+    response = SimpleNamespace(headers={}, request=None)
+    answers = {
+        "owner/missing": RepositoryNotFoundError("404", response=response),
+        "owner/gated": GatedRepoError("403", response=response),
+        "owner/flaky": ConnectionError("no route to host"),
+    }
+    asked = []
+
+    def model_info(self, repo_id, timeout=None, **kwargs):
+        asked.append(repo_id)
+        if repo_id in answers:
+            raise answers[repo_id]
+        return SimpleNamespace(id=repo_id)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+    monkeypatch.setattr(R, "_HUB_MODELS_SEEN", set())
+    with pytest.raises(R.EvalSettingsError, match="the hub has no model owner/missing"):
+        R.check_model_id("owner/missing")
+    R.check_model_id("owner/gated")  # exists; loading needs a token
+    R.check_model_id("owner/model")
+    R.check_model_id("owner/model")  # asked once
+    R.check_model_id("owner/flaky")  # the hub cannot be asked: the loader will tell
+    assert "could not check --model owner/flaky" in caplog.text
+    assert asked == ["owner/missing", "owner/gated", "owner/model", "owner/flaky"]

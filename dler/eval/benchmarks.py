@@ -7,7 +7,10 @@ files `DIR/<name>.jsonl` whose rows use the same fields, or the normalised `prob
 Adding a benchmark is one call:
 
     from dler.eval.benchmarks import Benchmark, register_benchmark
-    register_benchmark(Benchmark("aime25", "math-ai/aime25", split="test", problem_field="problem"))
+    register_benchmark(Benchmark("hmmt25", "MathArena/hmmt_feb_2025", split="train", problem_field="problem"))
+
+Every loaded benchmark records `dataset_revision`: the hub commit it was read from (asked from the hub, or read
+from the `datasets` cache path when offline), or `sha256:<file hash>` for a local file.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +103,14 @@ for _b in (
         "olympiad", "math-ai/olympiadbench", split="test", problem_field="question",
         answer_field="final_answer", answer_fn=join_answers, size=675,
         description="OlympiadBench: text-only, English, open-ended maths competition problems",
+    ),
+    Benchmark(
+        "aime25", "math-ai/aime25", split="test", size=30,
+        description="AIME 2025, parts I and II",
+    ),
+    Benchmark(
+        "amc23", "math-ai/amc23", split="test", problem_field="question", size=40,
+        description="AMC 12 2023 (40 problems with numeric answers)",
     ),
 ):  # fmt: skip
     register_benchmark(_b)
@@ -219,6 +231,20 @@ def _rows_local(path: Path) -> list[dict]:
     return rows
 
 
+_SHA = re.compile(r"[0-9a-f]{40}")
+
+
+def _cached_revision(ds) -> str | None:
+    """The hub commit of a dataset loaded through `datasets`, from its cache path
+    (`.../<owner>___<name>/<config>/<version>/<commit sha>/<file>.arrow`); None when it cannot be told."""
+    for entry in getattr(ds, "cache_files", None) or []:
+        filename = entry.get("filename") if isinstance(entry, dict) else None
+        for part in reversed(Path(filename).parts[:-1] if filename else ()):
+            if _SHA.fullmatch(part):
+                return part
+    return None
+
+
 def _resolved_revision(benchmark: Benchmark) -> str | None:
     """The hub commit the dataset was read from (None offline or when the hub cannot be asked)."""
     try:
@@ -244,7 +270,9 @@ def load_benchmark(
             check_local_files([benchmark], data_dir)
         rows = _rows_local(path)
         where = str(path)
-        source = {"type": "local", "path": str(path.resolve()), "file_sha256": _sha256_file(path)}
+        file_sha = _sha256_file(path)
+        source = {"type": "local", "path": str(path.resolve()), "file_sha256": file_sha,
+                  "dataset_revision": f"sha256:{file_sha}"}  # fmt: skip
     else:
         from datasets import load_dataset
 
@@ -264,8 +292,13 @@ def load_benchmark(
             "split": benchmark.split,
             "revision": benchmark.revision,
             "resolved_revision": _resolved_revision(benchmark),
+            "cached_revision": _cached_revision(ds),
             "fingerprint": getattr(ds, "_fingerprint", None),
         }
+        # the commit the rows came from: the one in the cache path (what was read), else the hub's answer for the
+        # requested revision, else a pinned sha
+        pinned = benchmark.revision if benchmark.revision and _SHA.fullmatch(benchmark.revision) else None
+        source["dataset_revision"] = source["cached_revision"] or source["resolved_revision"] or pinned
     problems = []
     for i, row in enumerate(rows):
         answer = _field(row, benchmark, "answer", where, i)
