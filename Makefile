@@ -21,10 +21,10 @@ RUNS       ?= $(EVAL_DIR)
 BASELINE   ?=
 REPORT_DIR ?= runs/eval/report
 
-.PHONY: help install test test-fast demo lint bench penalty-grid train eval table reproduce-dler-1p5b reproduce-dler-7b
+.PHONY: help install test test-fast demo lint bench penalty-grid train eval table reproduce-dler-1p5b reproduce-dler-7b merge-sweep
 
 # Tests and the demo run offline; these reach the hub for models and datasets.
-train eval reproduce-dler-1p5b reproduce-dler-7b: export HF_HUB_OFFLINE := 0
+train eval reproduce-dler-1p5b reproduce-dler-7b merge-sweep: export HF_HUB_OFFLINE := 0
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-38s %s\n", $$1, $$2}'
@@ -70,6 +70,19 @@ reproduce-dler-1p5b reproduce-dler-7b: $(STAMP) ## train DLER-R1, evaluate it an
 penalty-grid: $(STAMP) ## the paper's Fig. 8 grid: PENALTIES x {grpo, dler} with RECIPE; extra settings in ARGS="..."
 	$(PY) recipes/penalty_grid.py --recipe $(RECIPE) --penalties $(PENALTIES) --output_dir $(GRID_DIR) -- $(ARGS)
 
+BASE_MODEL  ?= $(MODEL)
+TUNED_MODEL ?= runs/dler-r1-1p5b
+MERGE_DIR   ?= runs/merge
+FRACTIONS   ?= 0.1,0.25,0.5
+SCALES      ?= 0.5,0.7,1.0
+
+merge-sweep: $(STAMP) ## update-selective merging (paper Sec. 4.6): FRACTIONS x SCALES merges of TUNED_MODEL onto BASE_MODEL, each evaluated, drawn with both on the accuracy-length plane
+	$(PY) -m dler merge --base $(BASE_MODEL) --tuned $(TUNED_MODEL) --output $(MERGE_DIR)/models --top-fraction $(FRACTIONS) --scale $(SCALES)
+	for cell in $(MERGE_DIR)/models/*/; do $(MAKE) eval MODEL=$$cell EVAL_DIR=$(MERGE_DIR)/eval/$$(basename $$cell); done
+	$(MAKE) eval MODEL=$(BASE_MODEL) EVAL_DIR=$(MERGE_DIR)/eval/base
+	$(MAKE) eval MODEL=$(TUNED_MODEL) EVAL_DIR=$(MERGE_DIR)/eval/tuned
+	$(MAKE) table RUNS="$$(ls -d $(MERGE_DIR)/eval/*/ | grep -v /base/)" BASELINE=$(MERGE_DIR)/eval/base REPORT_DIR=$(MERGE_DIR)/report
+
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .
 
@@ -79,3 +92,4 @@ bench: $(STAMP) ## benchmarks: print ratios against baselines measured in the sa
 	$(PY) benchmarks/dynamic_sampling.py
 	$(PY) benchmarks/scoring.py
 	$(PY) benchmarks/loss_aggregation.py
+	$(PY) benchmarks/merge.py

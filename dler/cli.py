@@ -2,12 +2,14 @@
 
     dler eval --model PATH --output-dir DIR [--benchmarks math500,aime24,amc,minerva,olympiad] [--n 16]
               [--temperature 0.6 | 0,0.6] [--top-p 0.95] [--max-tokens 32768] [--backend auto|vllm|transformers]
-              [--grader dler|released]
+              [--grader dler|released] [--seed-per-request] [--reproducible]
+    dler eval --model PATH --output-dir DIR --benchmarks aime24 --max-tokens 32000 --parallel-k 1,2,4,...,256
     dler report RUN_DIR... [--baseline RUN_DIR] [--output DIR]
     dler solve-rate --model PATH --data TRAIN.jsonl --output OUT.jsonl [--n 16] [--temperature 0.6]
 
-Every setting is checked (benchmark names, local files, values) before a model is loaded. `python -m dler` works
-the same way.
+Every setting is checked (benchmark names, local files, values, the model path or hub id, prompt lengths against
+the context) before anything is written or a model is loaded. Ctrl-C keeps what was written and exits with 130;
+the same command resumes. `python -m dler` works the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
 def _temperatures(text: str) -> list[float]:
@@ -29,6 +32,18 @@ def _temperatures(text: str) -> list[float]:
         ) from None
     if not values:
         raise argparse.ArgumentTypeError("give at least one temperature")
+    return values
+
+
+def _ks(text: str) -> list[int]:
+    try:
+        values = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"K values are integers separated by commas, e.g. 1,2,4,8; got {text!r}"
+        ) from None
+    if not values or any(k < 1 for k in values):
+        raise argparse.ArgumentTypeError(f"K values must be >= 1, e.g. 1,2,4,8; got {text!r}")
     return values
 
 
@@ -56,8 +71,9 @@ def _eval_parser(sub) -> argparse.ArgumentParser:
                    help="auto: vLLM when installed, else transformers")  # fmt: skip
     p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark (smoke runs)")
     p.add_argument("--chunk-size", type=int, default=None,
-                   help="problems per generation call, and how often results are written (default: 256 with vLLM, "
-                        "max(1, 32 // n) with transformers)")  # fmt: skip
+                   help="transformers: problems per generation call, and how often results are written "
+                        "(default: max(1, 32 // n)); vLLM takes every problem at once and writes each as it "
+                        "finishes")  # fmt: skip
     p.add_argument("--prompt-template", default=R1_PROMPT_TEMPLATE, help="user message; {problem} is replaced")
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM: GPUs per engine")
     p.add_argument("--data-parallel-size", type=int, default=1, help="vLLM: engines (processes), each on its own GPUs")
@@ -70,6 +86,17 @@ def _eval_parser(sub) -> argparse.ArgumentParser:
                    help="dler: the last \\boxed{} after </think>, math-verify with dler's reading rules; released: "
                         "DLER's released reward (math-verify OR normalised strings OR sympy). Recorded in the "
                         "protocol; a run resumes only with its own grader")  # fmt: skip
+    p.add_argument("--seed-per-request", action="store_true",
+                   help="vLLM: seed every problem's request (SamplingParams(seed=)) instead of only the engine: a "
+                        "problem's samples then do not depend on the others, at the cost of vLLM's slower per-request "
+                        "sampling path")  # fmt: skip
+    p.add_argument("--reproducible", action="store_true",
+                   help="vLLM: --seed-per-request plus VLLM_BATCH_INVARIANT=1 (batch-invariant kernels): the same "
+                        "samples on the same GPU type and vLLM version, slower (see docs/evaluation.md)")  # fmt: skip
+    p.add_argument("--parallel-k", type=_ks, default=None, metavar="K,K,...",
+                   help="test-time scaling mode (the DLER paper's Table 5): for each K, one request for K samples per "
+                        "question, questions one at a time, timed; writes scaling.json (Pass@K against latency) "
+                        "instead of results.json, e.g. --parallel-k 1,2,4,8,16,32,64,128,256")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--list-benchmarks", action="store_true", help="print the registry and exit")
     return p
@@ -113,13 +140,70 @@ def _solve_rate_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _merge_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "merge",
+        help="update-selective merging (paper Sec. 4.6): keep the largest updates of a tuned model",
+        description="Merge back the largest updates of a tuned model: the top --top-fraction of parameters by "
+        "|tuned - base| get base + scale * (tuned - base), every other one keeps the base's value. Lists of "
+        "fractions and scales write one model per cell (a sweep). Streams safetensors shards one tensor at a "
+        "time. Details: docs/merge.md.",
+    )
+    p.add_argument("--base", required=True, help="the base model: a folder or a hub id")
+    p.add_argument(
+        "--tuned", required=True, help="the tuned model (a folder, a hub id, or a PEFT LoRA adapter folder)"
+    )
+    p.add_argument("--output", required=True, help="the merged model's folder (a sweep: one sub-folder per cell)")
+    p.add_argument("--top-fraction", type=_floats, default=[0.25], help="fraction(s) of parameters kept (paper: 0.25)")
+    p.add_argument("--scale", type=_floats, default=[0.7], help="scale(s) of the kept updates (paper: 0.7)")
+    p.add_argument(
+        "--selection",
+        choices=["global", "tensor"],
+        default="global",
+        help="rank |delta| over the whole model (global, the paper's wording) or within each tensor",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    return p
+
+
+def _run_merge(args, parser) -> int:
+    from dler.merge import MergeError, merge_checkpoints, merge_sweep
+
+    try:
+        if len(args.top_fraction) == 1 and len(args.scale) == 1:
+            report = merge_checkpoints(
+                args.base, args.tuned, args.output, args.top_fraction[0], args.scale[0], args.selection, args.overwrite
+            )
+            print(
+                f"merged into {args.output}: {report['fraction_kept']:.2%} of {report['parameters']} parameters updated"
+            )
+        else:
+            reports = merge_sweep(
+                args.base, args.tuned, args.output, args.top_fraction, args.scale, args.selection, args.overwrite
+            )
+            print(f"{len(reports)} merged models in {args.output}")
+    except MergeError as exc:
+        parser.error(str(exc))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dler", description="DLER: evaluation, reports and solve rates.")
-    sub = parser.add_subparsers(dest="command", metavar="{eval,report,solve-rate}")
+    parser = argparse.ArgumentParser(
+        prog="dler", description="DLER: evaluation, reports, solve rates and update-selective merging."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{eval,report,solve-rate,merge}")
     sub.required = True
     _eval_parser(sub)
     _report_parser(sub)
     _solve_rate_parser(sub)
+    _merge_parser(sub)
     return parser
 
 
@@ -135,7 +219,16 @@ def _list_benchmarks() -> str:
 
 def _run_eval(args, parser) -> int:
     from dler.eval.benchmarks import BenchmarkError
-    from dler.eval.run import EvalConfig, ResumeError, evaluate, format_summary
+    from dler.eval.run import (
+        EvalConfig,
+        EvalInterrupted,
+        EvalSettingsError,
+        ResumeError,
+        evaluate,
+        evaluate_scaling,
+        format_scaling_summary,
+        format_summary,
+    )
 
     if args.list_benchmarks:
         print(_list_benchmarks())
@@ -166,16 +259,34 @@ def _run_eval(args, parser) -> int:
         grader_workers=args.grader_workers,
         grader=args.grader,
         progress=not args.no_progress,
+        parallel_k=args.parallel_k,
+        seed_per_request=args.seed_per_request,
+        reproducible=args.reproducible,
     )
     try:
         config.validate()
     except (BenchmarkError, ValueError) as exc:
         parser.error(str(exc))
+    except KeyboardInterrupt:
+        print("interrupted before anything was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     try:
-        results = evaluate(config)
+        if config.parallel_k:
+            results = evaluate_scaling(config)
+        else:
+            results = evaluate(config)
+    except EvalInterrupted as exc:
+        print(exc.message, file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except EvalSettingsError as exc:
+        parser.error(str(exc))
     except (ResumeError, BenchmarkError) as exc:
         print(f"dler eval: error: {exc}", file=sys.stderr)
         return 1
+    if config.parallel_k:
+        print(format_scaling_summary(results))
+        print(f"written: {Path(config.output_dir) / 'scaling.json'}", file=sys.stderr)
+        return 0
     for run_dir, r in results.items():
         print(f"{run_dir}:")
         print(format_summary(r))
@@ -221,12 +332,16 @@ def _run_solve_rate(args, parser) -> int:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
     sub = parser._subparsers._group_actions[0].choices[args.command]  # the subcommand's parser, for its errors
+    if unknown:  # name the subcommand's usage, not the top-level one
+        sub.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "eval":
         return _run_eval(args, sub)
     if args.command == "solve-rate":
         return _run_solve_rate(args, sub)
+    if args.command == "merge":
+        return _run_merge(args, sub)
     return _run_report(args, sub)
 
 

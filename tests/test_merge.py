@@ -205,3 +205,18 @@ def test_sweep_writes_one_model_per_cell(tmp_path):
     assert all(torch.equal(full[n], expected[n]) for n in base)
     with pytest.raises(MergeError, match="top0.1-scale0.5 exists"):
         merge_sweep(tmp_path / "base", tmp_path / "tuned", tmp_path / "grid", [0.1], [0.5])
+
+
+def test_dler_merge_command_line(tmp_path, capsys):
+    from dler.cli import main
+
+    base, tuned = models()
+    save_sharded(base, tmp_path / "base"), save_sharded(tuned, tmp_path / "tuned")
+    args = ["merge", "--base", str(tmp_path / "base"), "--tuned", str(tmp_path / "tuned")]
+    assert main([*args, "--output", str(tmp_path / "one")]) == 0
+    assert "25.00% of 108 parameters updated" in capsys.readouterr().out  # 40 + 16 + 32 + 16 + 4 floats
+    assert main([*args, "--output", str(tmp_path / "grid"), "--scale", "0.5,1", "--selection", "tensor"]) == 0
+    assert sorted(p.name for p in (tmp_path / "grid").iterdir()) == ["top0.25-scale0.5", "top0.25-scale1"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--output", str(tmp_path / "one")])
+    assert exit_info.value.code == 2 and "pass --overwrite" in capsys.readouterr().err
