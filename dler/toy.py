@@ -166,15 +166,6 @@ def is_correct(text: str, answer: str | int) -> bool:
     return found is not None and int(found) == int(answer)
 
 
-def toy_correctness(completions, answer, **kwargs) -> list[float]:
-    """TRL reward function: 1.0 when the last boxed integer after `</think>` equals the answer, else 0.0.
-
-    The rule of `dler.rewards.MathReward`, by exact integer match: the toy task needs no sympy and no worker pool.
-    """
-    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
-    return [float(is_correct(t, a)) for t, a in zip(texts, answer, strict=True)]
-
-
 def count_verify_lines(text: str) -> int:
     return text.count(VERIFY.split(":")[0])
 

@@ -1,4 +1,4 @@
-"""Generating less (issue #9): first-round sizing, the carry buffer, the skip history. Pure functions, no model."""
+"""Generating less: first-round sizing, the carry buffer, the skip history. Pure functions, no model."""
 
 import json
 import math

@@ -42,7 +42,7 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
@@ -90,9 +90,6 @@ class Sample:
     tokens: int
     truncated: bool
     finish_reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Backend(Protocol):

@@ -22,7 +22,6 @@ from dler.penalties.base import LengthPenalty, RolloutGroup
 from dler.penalties.registry import check_params, param, register_penalty
 
 L1_PROMPT = "Think for {n} tokens."
-L1_MAX_PROMPT = "Think for maximum {n} tokens."  # the released L1-Max data's wording
 
 
 def read_target(group: RolloutGroup, column: str, who: str) -> float:
