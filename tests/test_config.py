@@ -83,7 +83,9 @@ def test_invalid_combinations_name_the_field(overrides, field):
 
 
 def test_other_kl_estimators_leave_trl_free():
-    assert config(per_device_train_batch_size=16, kl_estimator="k3", use_bias_correction_kl=True).use_bias_correction_kl
+    assert config(
+        per_device_train_batch_size=16, kl_estimator="k3", use_bias_correction_kl=True
+    ).use_bias_correction_kl
     assert config(per_device_train_batch_size=16, beta=0.0, loss_type="grpo").loss_type == "grpo"  # no KL term at all
 
 
@@ -189,4 +191,6 @@ def test_carry_over_needs_the_generating_policys_logps():
     assert c.keeps_behaviour_logps
     # vLLM's importance weights would compare a carried group's sampler with today's policy
     with pytest.raises(ValueError, match="max_carry_age=1 with vllm_importance_sampling_correction"):
-        config(per_device_train_batch_size=16, max_carry_age=1, use_vllm=True, vllm_importance_sampling_correction=True)
+        config(
+            per_device_train_batch_size=16, max_carry_age=1, use_vllm=True, vllm_importance_sampling_correction=True
+        )
