@@ -248,13 +248,14 @@ def _command_line_keys(argv: list[str]) -> set[str]:
     return {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
 
 
-def _yaml_keys(argv: list[str]) -> set[str]:
+def _yaml_config(argv: list[str]) -> dict:
+    """The settings of the YAML `--config` file, if any (its `env` block aside, which TRL's parser applies)."""
     if "--config" not in argv:
-        return set()
+        return {}
     import yaml
 
     with open(argv[argv.index("--config") + 1]) as f:
-        return set(yaml.safe_load(f) or {}) - {"env"}
+        return {k: v for k, v in (yaml.safe_load(f) or {}).items() if k != "env"}
 
 
 def resolve_preset(name: str, prompts_per_generation: int, dynamic_sampling: bool) -> dict[str, tuple]:
@@ -300,12 +301,8 @@ def import_penalty_modules(argv: list[str]) -> list[str]:
             names += argv[i + 1].split(",")
         elif arg.startswith(("--penalty_module=", "--penalty-module=")):
             names += arg.split("=", 1)[1].split(",")
-    if "--config" in argv:
-        import yaml
-
-        with open(argv[argv.index("--config") + 1]) as f:
-            value = (yaml.safe_load(f) or {}).get("penalty_module") or []
-        names += value.split(",") if isinstance(value, str) else list(value)
+    value = _yaml_config(argv).get("penalty_module") or []
+    names += value.split(",") if isinstance(value, str) else list(value)
     if names and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     for name in dict.fromkeys(n.strip() for n in names if n.strip()):
@@ -324,12 +321,8 @@ def _raw_settings(parser: TrlParser, argv: list[str]):
     the batch layout and the preset are derived from, before any check of the final values runs."""
     argv = list(argv)
     if "--config" in argv:
+        parser.set_defaults(**_yaml_config(argv))
         i = argv.index("--config")
-        import yaml
-
-        with open(argv[i + 1]) as f:
-            config = {k: v for k, v in (yaml.safe_load(f) or {}).items() if k != "env"}
-        parser.set_defaults(**config)
         del argv[i : i + 2]
     namespace, _ = parser.parse_known_args(argv)
     return namespace
@@ -384,7 +377,7 @@ def parse(defaults: dict, argv: list[str] | None = None):
     layout["num_processes"] = num_processes
     layout["generation_steps"] = training_args.max_steps / layout["updates_per_generation"]
 
-    command_line, yaml_keys = _command_line_keys(argv), _yaml_keys(argv)
+    command_line, yaml_keys = _command_line_keys(argv), set(_yaml_config(argv))
     own_defaults = DLERConfig.__dict__["__annotations__"]  # fields DLERConfig declares or re-declares
 
     def source(name: str) -> str:
@@ -552,30 +545,38 @@ def _train_in(output_dir, is_main, script_args, training_args, model_args, callb
         script_args.solve_rate_column,
         script_args.max_problems,
     )
-    dataset, skipped = math_prompts(
-        rows,
-        problem_column=script_args.problem_column,
-        answer_column=script_args.answer_column,
-        on_invalid=script_args.invalid_answers,
-        reward=reward,
-        on_duplicate=script_args.duplicate_problems,
-        source=script_args.dataset_name,
-    )
-    check_usable_rows(len(dataset), script_args.prompts_per_generation, script_args.dataset_name, skipped)
-    eval_dataset = None
-    if script_args.eval_dataset_name:
-        eval_dataset, skipped = math_prompts(
-            load_rows(script_args.eval_dataset_name, script_args.eval_dataset_split),
-            problem_column=script_args.eval_problem_column,
-            answer_column=script_args.eval_answer_column,
+
+    def prepare(rows, problem_column: str, answer_column: str, source: str, needed: int):
+        data, skipped = math_prompts(
+            rows,
+            problem_column=problem_column,
+            answer_column=answer_column,
             on_invalid=script_args.invalid_answers,
             reward=reward,
             on_duplicate=script_args.duplicate_problems,
-            source=script_args.eval_dataset_name,
+            source=source,
         )
-        check_usable_rows(len(eval_dataset), 1, script_args.eval_dataset_name, skipped)
-        if script_args.eval_answer_column != script_args.answer_column:  # the reward reads one column
-            eval_dataset = eval_dataset.rename_column(script_args.eval_answer_column, script_args.answer_column)
+        check_usable_rows(len(data), needed, source, skipped)
+        if answer_column != script_args.answer_column:  # the reward reads one column
+            data = data.rename_column(answer_column, script_args.answer_column)
+        return data
+
+    dataset = prepare(
+        rows,
+        script_args.problem_column,
+        script_args.answer_column,
+        script_args.dataset_name,
+        script_args.prompts_per_generation,
+    )
+    eval_dataset = None
+    if script_args.eval_dataset_name:
+        eval_dataset = prepare(
+            load_rows(script_args.eval_dataset_name, script_args.eval_dataset_split),
+            script_args.eval_problem_column,
+            script_args.eval_answer_column,
+            script_args.eval_dataset_name,
+            1,
+        )
     check_prompts(model_args, training_args, {"training set": dataset, "validation set": eval_dataset})
     if model_args.dtype not in (None, "auto") or model_args.attn_implementation:
         training_args.model_init_kwargs = {

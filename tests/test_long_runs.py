@@ -145,11 +145,10 @@ def test_output_dir_that_is_a_file_fails_before_the_model_loads_and_traceback_on
 
 
 def test_too_few_usable_problems_stop_before_the_model_loads(tiny_model_dir, tmp_path):
-    (tmp_path / "train.jsonl").write_text("")  # recipe() writes the file; an all-invalid one instead:
     rows = [{"problem": f"{a} + 1", "answer": "\\frac{"} for a in range(6)] + [{"problem": "1+1", "answer": "2"}]
     data = tmp_path / "bad.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    proc = recipe(tiny_model_dir, tmp_path, "--dataset_name", str(data))
+    proc = recipe(tiny_model_dir, tmp_path, "--dataset_name", str(data))  # overrides recipe()'s own file
     assert proc.returncode == 2 and "Loading weights" not in proc.stderr
     assert f"{data}: 1 usable problem after skipping 6 with unparseable gold answers" in proc.stderr
 

@@ -127,7 +127,7 @@ def test_global_threshold_is_exact_with_ties_and_across_chunks(tmp_path, monkeyp
     # taken in name order: both from a, which holds three
     assert global_cut(Checkpoint.open(b), Checkpoint.open(t), ["a", "b"], 3)[1] == {"a": 0, "b": 1}
     assert global_cut(Checkpoint.open(b), Checkpoint.open(t), ["a", "b"], 7)[1] == {"a": 2, "b": 0}
-    assert CHUNK > 7
+    assert dler.merge.CHUNK < len(values) < CHUNK  # the passes above crossed slice boundaries
 
 
 def test_lora_adapter_as_the_tuned_model(tmp_path):
