@@ -14,6 +14,8 @@ import torch  # noqa: F401  (a training script imports torch before anything els
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from pool_jobs import JOBS  # noqa: E402  (tests/, this script's folder, is on sys.path)
+
 from dler.rewards import GradingPool, MathReward  # noqa: E402
 
 COMPLETIONS = [
@@ -41,7 +43,7 @@ def _alive(pid: int) -> bool:
 
 
 def modules():
-    pool = GradingPool(num_workers=1, answer_timeout=2.0)
+    pool = GradingPool(num_workers=1, answer_timeout=2.0, jobs=JOBS)
     ((_, mods, detail),) = pool.run("modules", [("", "")])
     print(json.dumps({"modules": mods, "detail": detail, "pids": pool.pids}), flush=True)
     # no close(): interpreter exit must stop the worker
@@ -50,7 +52,7 @@ def modules():
 def hang():
     import threading
 
-    pool = GradingPool(num_workers=2, answer_timeout=300.0, batch_timeout=300.0)
+    pool = GradingPool(num_workers=2, answer_timeout=300.0, batch_timeout=300.0, jobs=JOBS)
     pool.start(wait_ready=True)
     # both workers busy on long answers when the parent dies: no pipe EOF will wake them
     threading.Thread(target=pool.run, args=("sleep", [("300", ""), ("300", "")]), daemon=True).start()
@@ -69,8 +71,10 @@ def dist():
     scores = reward(prompts=["p"] * len(GOLDS), completions=COMPLETIONS, answer=GOLDS, log_metric=metrics.__setitem__)
     assert scores == EXPECTED, scores
     assert len(reward.pool.pids) == 1, reward.pool.pids
-    ((_, mods, _),) = reward.pool.run("modules", [("", "")])
+    probe = GradingPool(num_workers=1, answer_timeout=2.0, jobs=JOBS)  # a worker started the same way, under torchrun
+    ((_, mods, _),) = probe.run("modules", [("", "")])
     assert "torch" not in mods.split(","), mods
+    probe.close()
     pids = reward.pool.pids
     total = torch.tensor([sum(scores)])
     td.all_reduce(total)

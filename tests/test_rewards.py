@@ -22,6 +22,7 @@ from dler.rewards import (
     prepare_gold_answers,
 )
 from dler.rewards import extract as ex
+from dler.rewards import prechecks as pc
 from dler.rewards.status import CATEGORIES, category
 
 
@@ -49,9 +50,9 @@ EXTRACT_CASES = [
     ("<think></think>\\boxedfoo{1}", None, ex.NO_BOX),
     ("<think>a</think> \\boxed{1} </think> \\boxed{2}", "2", "ok"),  # after the first </think>, last box
     ("<think></think>\\boxed{$-3$}", "-3", "ok"),
-    ("<think></think>\\boxed{" + "{" * 5000 + "1" + "}" * 5000 + "}", None, ex.TOO_DEEP),
-    ("<think></think>\\boxed{" + "1+" * 50_000 + "1}", None, ex.TOO_LONG),
-    ("<think></think>\\boxed{5^{5^{5^5}}}", None, ex.HUGE_POWER),
+    ("<think></think>\\boxed{" + "{" * 5000 + "1" + "}" * 5000 + "}", None, pc.TOO_DEEP),
+    ("<think></think>\\boxed{" + "1+" * 50_000 + "1}", None, pc.TOO_LONG),
+    ("<think></think>\\boxed{5^{5^{5^5}}}", None, pc.HUGE_POWER),
     ("<think></think>\\boxed{\x00 7 \u200b\ufeff}", "7", "ok"),
 ]
 
@@ -72,9 +73,9 @@ def test_think_end_is_configurable():
 
 
 def test_last_boxed_is_bounded():
-    assert last_boxed("\\boxed{" + "x" * 2000 + "}", max_chars=1000) == (None, ex.TOO_LONG)
+    assert last_boxed("\\boxed{" + "x" * 2000 + "}", max_chars=1000) == (None, pc.TOO_LONG)
     assert last_boxed("\\boxed{" + "x" * 999 + "}", max_chars=1000) == ("x" * 999, "ok")
-    assert last_boxed("\\boxed{{{1}}}", max_depth=2) == (None, ex.TOO_DEEP)
+    assert last_boxed("\\boxed{{{1}}}", max_depth=2) == (None, pc.TOO_DEEP)
     assert last_boxed("\\boxed{a\\}b}") == ("a\\}b", "ok")
     # a million characters of garbage around the box costs well under a millisecond per kB
     text = "<think>" + "\x00{\\" * 300_000 + "</think>" + "}{" * 200_000 + "\\boxed{" + "{" * 100_000
@@ -120,18 +121,18 @@ PRECHECK_CASES = [
     ("\\binom{10}{3}", "ok"),
     ("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", "ok"),
     ("\\left(\\frac{\\sqrt{3}}{2}, -\\frac{1}{2}\\right)", "ok"),
-    ("5^{5^{5^5}}", ex.HUGE_POWER),
-    ("10^{10^{10}}", ex.HUGE_POWER),
-    ("10^{-10^{10}}", ex.HUGE_POWER),
-    ("2^{99999999}", ex.HUGE_POWER),
-    ("9**9**9", ex.HUGE_POWER),
-    ("x^{x^{x^{x^{x}}}}", ex.HUGE_POWER),
-    ("100000!", ex.HUGE_FACTORIAL),
-    ("(10^{10})!", ex.HUGE_FACTORIAL),
-    ("(9!)!", ex.HUGE_FACTORIAL),
-    ("\\binom{100000}{50000}", ex.HUGE_FACTORIAL),
-    ("(" * 13 + "1" + ")" * 13, ex.TOO_DEEP),
-    ("x" * 1001, ex.TOO_LONG),
+    ("5^{5^{5^5}}", pc.HUGE_POWER),
+    ("10^{10^{10}}", pc.HUGE_POWER),
+    ("10^{-10^{10}}", pc.HUGE_POWER),
+    ("2^{99999999}", pc.HUGE_POWER),
+    ("9**9**9", pc.HUGE_POWER),
+    ("x^{x^{x^{x^{x}}}}", pc.HUGE_POWER),
+    ("100000!", pc.HUGE_FACTORIAL),
+    ("(10^{10})!", pc.HUGE_FACTORIAL),
+    ("(9!)!", pc.HUGE_FACTORIAL),
+    ("\\binom{100000}{50000}", pc.HUGE_FACTORIAL),
+    ("(" * 13 + "1" + ")" * 13, pc.TOO_DEEP),
+    ("x" * 1001, pc.TOO_LONG),
 ]
 
 
@@ -151,12 +152,12 @@ def test_precheck_is_cheap_on_hostile_answers(answer):
 
 
 def test_numeric_log10():
-    assert ex.numeric_log10("1000") == pytest.approx(3)
-    assert ex.numeric_log10("{2^{10}}") == pytest.approx(10 * 0.30103, rel=1e-4)
-    assert ex.numeric_log10("5^{5^{5^5}}") == float("inf")
-    assert ex.numeric_log10("1^{10^{100}}") == 0.0
-    assert ex.numeric_log10("x^2") is None
-    assert ex.numeric_log10("\\pi") is None
+    assert pc.numeric_log10("1000") == pytest.approx(3)
+    assert pc.numeric_log10("{2^{10}}") == pytest.approx(10 * 0.30103, rel=1e-4)
+    assert pc.numeric_log10("5^{5^{5^5}}") == float("inf")
+    assert pc.numeric_log10("1^{10^{100}}") == 0.0
+    assert pc.numeric_log10("x^2") is None
+    assert pc.numeric_log10("\\pi") is None
 
 
 GOLD_CASES = [
@@ -306,7 +307,8 @@ def test_unicode_roots_take_their_whole_operand():
 
 
 def test_every_status_has_a_metric():
-    statuses = [v for k, v in vars(ex).items() if k.isupper() and isinstance(v, str) and v != "</think>"]
+    reasons = {**vars(ex), **vars(pc)}
+    statuses = [v for k, v in reasons.items() if k.isupper() and isinstance(v, str) and v != "</think>"]
     assert all(category(s) in CATEGORIES for s in statuses)
     assert category("something new") == "errors"  # nothing disappears from the metrics
 
@@ -524,7 +526,7 @@ def test_prepare_gold_answers(reward, caplog):
     msg = str(err.value)
     assert "3 of 6" in msg and "'answer'" in msg and "row 3: ''" in msg and "row 4: '\\\\sqrt{'" in msg
     assert "on_invalid='skip'" in msg
-    caplog.set_level(logging.WARNING, logger="dler.rewards.reward")
+    caplog.set_level(logging.WARNING, logger="dler.rewards.golds")
     kept, report = prepare_gold_answers(rows, reward=reward, on_invalid="skip")
     assert [r["problem"] for r in kept] == ["p0", "p1", "p2"]
     assert report.invalid == 3 and report.total == 6 and [i for i, _, _ in report.examples] == [3, 4, 5]
@@ -587,6 +589,7 @@ def test_reward_pickles_without_its_processes(reward):
     clone = pickle.loads(pickle.dumps(MathReward(answer_column="solution", num_workers=0)))
     assert clone.answer_column == "solution" and clone.pool is None
     assert clone.score([r1("2")], ["2"]) == [1.0]
-    assert pickle.loads(pickle.dumps(reward)).pool is not reward.pool  # a live reward pickles its settings
+    live = pickle.loads(pickle.dumps(reward))  # a live reward pickles its settings, not its processes
+    assert live.pool is not reward.pool and live.pool.pids == [] and reward.pool.pids
     with pytest.raises(TypeError):
         pickle.dumps(reward.pool)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pool_jobs import JOBS
 
 from dler.rewards import GradingPool, default_num_workers
 from dler.rewards.pool import _STARVED_GRACE
@@ -38,7 +39,7 @@ def wait_gone(pids, timeout=5.0) -> list[int]:
 
 @pytest.fixture(scope="module")
 def pool():
-    with GradingPool(num_workers=2, answer_timeout=1.5, batch_timeout=20.0, chunk_size=4) as p:
+    with GradingPool(num_workers=2, answer_timeout=1.5, batch_timeout=20.0, chunk_size=4, jobs=JOBS) as p:
         p.start(wait_ready=True)
         yield p
 
@@ -95,14 +96,16 @@ def test_adversarial_answers_without_prechecks_stay_within_the_deadline(pool):
 
 def test_worker_without_cpu_is_given_time_then_killed():
     """An answer that gets no CPU (a starved or blocked worker) is not killed at the deadline, only at 3x."""
-    with GradingPool(num_workers=1, answer_timeout=0.5, batch_timeout=20.0) as p:
+    with GradingPool(num_workers=1, answer_timeout=0.5, batch_timeout=20.0, jobs=JOBS) as p:
         p.start(wait_ready=True)
+        pid = p.pids[0]
         t = time.perf_counter()
         assert p.run("sleep", [("1.0", "")])[0][:2] == (1.0, "done")  # past the deadline, but no CPU used
-        assert p.stats["killed"] == 0
+        assert time.perf_counter() - t >= 1.0 and p.stats["killed"] == 0 and p.pids == [pid]
         t = time.perf_counter()
         assert p.run("sleep", [("30", "")])[0][1] == "deadline"
         assert 0.5 * _STARVED_GRACE - 0.1 < time.perf_counter() - t < 0.5 * _STARVED_GRACE + 1.0
+        assert p.stats["killed"] == 1 and p.pids != [pid] and wait_gone([pid]) == []
 
 
 def test_crashed_worker_is_replaced_without_deadlock(pool):
@@ -128,21 +131,22 @@ def test_errors_in_workers_are_reported(pool):
 
 
 def test_concurrent_callers_get_their_own_results(pool):
+    """Caller i's answers are correct only at position i: results handed to the wrong caller would show."""
     out = {}
 
     def call(i):
-        out[i] = pool.run("grade", [(str(i), str(i)), (str(i), str(i + 1))])
+        out[i] = pool.run("grade", [(str(i), str(i) if j == i else str(i + 1)) for j in range(4)])
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
     for th in threads:
         th.start()
     for th in threads:
         th.join(30)
-    assert all([r[0] for r in out[i]] == [1.0, 0.0] for i in range(4))
+    assert {i: [r[0] for r in out[i]] for i in out} == {i: [float(j == i) for j in range(4)] for i in range(4)}
 
 
 def test_batch_deadline_returns_on_time_and_recovers():
-    with GradingPool(num_workers=1, answer_timeout=10.0, batch_timeout=1.0) as small:
+    with GradingPool(num_workers=1, answer_timeout=10.0, batch_timeout=1.0, jobs=JOBS) as small:
         small.start(wait_ready=True)
         pid = small.pids[0]
         t = time.perf_counter()
@@ -158,7 +162,7 @@ def test_batch_deadline_returns_on_time_and_recovers():
 
 
 def test_forkserver_works_too():
-    with GradingPool(num_workers=1, start_method="forkserver", answer_timeout=2.0) as fs:
+    with GradingPool(num_workers=1, start_method="forkserver", answer_timeout=2.0, jobs=JOBS) as fs:
         assert fs.run("grade", [("\\frac{1}{2}", "0.5")])[0][1] == "correct"
         assert fs.run("crash", [("", "")])[0][1] == "worker_died"
         assert fs.run("grade", [("2", "2")])[0][1] == "correct"

@@ -10,6 +10,7 @@ import pytest
 
 from dler.rewards import GRADERS, GradingPool, MathReward, grading, math_correctness, released
 from dler.rewards import extract as ex
+from dler.rewards import prechecks as pc
 
 
 def r1(answer: str) -> str:
@@ -32,7 +33,7 @@ REGION_CASES = [
     ("<think></think>\\boxed{\\frac{1}{2}}", "\\frac{1}{2}", "ok"),
     ("<think></think>\\boxed{\u221212}", "\u221212", "ok"),  # no unicode mapping: the released grader has none
     ("<think></think>\\boxed{\x007\u200b}", "7", "ok"),  # control characters are still dropped
-    ("<think></think>\\boxed{5^{5^{5^5}}}", None, ex.HUGE_POWER),  # dler's pre-checks stay
+    ("<think></think>\\boxed{5^{5^{5^5}}}", None, pc.HUGE_POWER),  # dler's pre-checks stay
 ]
 
 

@@ -10,17 +10,11 @@
 This package imports neither torch nor trl: grading workers import it with math-verify only.
 """
 
-from dler.rewards.extract import THINK_END, completion_text, extract_answer, last_boxed, normalize_gold, precheck
+from dler.rewards.extract import THINK_END, completion_text, extract_answer, last_boxed, normalize_gold
+from dler.rewards.golds import GoldReport, prepare_gold_answers
 from dler.rewards.pool import GradingPool, default_num_workers
-from dler.rewards.reward import (
-    GRADERS,
-    GoldReport,
-    Grade,
-    MathReward,
-    check_grader,
-    math_correctness,
-    prepare_gold_answers,
-)
+from dler.rewards.prechecks import precheck
+from dler.rewards.reward import GRADERS, Grade, MathReward, check_grader, math_correctness
 
 __all__ = [
     "GRADERS",

@@ -17,7 +17,7 @@ The released grader (`dler.rewards.released`) reproduces DLER's released reward 
 
 import re
 
-from dler.rewards.extract import MAX_EXPONENT, _group_end
+from dler.rewards.prechecks import MAX_EXPONENT, group_end
 
 CORRECT = "correct"
 WRONG = "wrong"
@@ -26,7 +26,7 @@ WRONG = "wrong"
 
 # A number immediately followed by e/E and an integer, as a whole token: not inside a word, a command (`\exp`),
 # or a longer number. `e`, `2e`, `e^{2}` and `2e^{3}` have no integer right after the e and never match.
-_MAX_EXPONENT_DIGITS = len(str(MAX_EXPONENT)) - 1  # the pre-checks' limit on exponents (`dler.rewards.extract`)
+_MAX_EXPONENT_DIGITS = len(str(MAX_EXPONENT)) - 1  # the pre-checks' limit on exponents (`dler.rewards.prechecks`)
 _E_NOTATION = re.compile(r"(?<![\w.\\])(\d+(?:\.\d*)?|\.\d+)[eE]([+-]?\d+)(?![\w.])")
 
 
@@ -76,7 +76,7 @@ def strip_outer_braces(s: str) -> str:
     Escaped braces (`\\{1, 2\\}`, a set) are kept: they print.
     """
     s = s.strip()
-    while len(s) >= 2 and s[0] == "{" and s[-1] == "}" and _group_end(s, 0) == len(s) - 1:
+    while len(s) >= 2 and s[0] == "{" and s[-1] == "}" and group_end(s, 0) == len(s) - 1:
         s = s[1:-1].strip()
     return s
 

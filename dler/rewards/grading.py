@@ -1,6 +1,7 @@
 """math-verify calls for one answer. Runs inside a grading worker (or in-process with `num_workers=0`).
 
-Gold and prediction are short strings already extracted and pre-checked by `dler.rewards.extract`. Two graders:
+Gold and prediction are short strings already extracted (`dler.rewards.extract`) and pre-checked
+(`dler.rewards.prechecks`). Two graders:
 
 - `grade` (the dler grader): `dler.rewards.forms` first reads what math-verify misreads (e-notation, units,
   choice labels, redundant braces), then both sides are parsed the same way (wrapped in `\\boxed{}`) and
@@ -19,7 +20,8 @@ from math_verify.errors import TimeoutException
 from math_verify.utils import timeout as alarm
 from sympy import Basic, Expr, MatrixBase
 
-from dler.rewards import extract, forms, released
+from dler.rewards import forms, released
+from dler.rewards.prechecks import precheck
 from dler.rewards.status import CORRECT, ERROR, INVALID_GOLD, TIMEOUT, UNPARSED, WRONG
 
 _EXTRACTION = (LatexExtractionConfig(), ExprExtractionConfig())
@@ -33,7 +35,8 @@ def inner_timeout(seconds: float | None) -> int | None:
     return max(1, int(seconds))
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """`Type: message` of an exception, the message cut at 200 characters."""
     # never str() a sympy object carried by an exception: printing a huge expression can itself hang
     arg = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
     return f"{type(exc).__name__}: {arg[:200]}"
@@ -46,7 +49,7 @@ def _parse(wrapped: str, timeout: int | None) -> tuple[str, tuple]:
     except TimeoutException:
         return TIMEOUT, ()
     except Exception as exc:
-        return ERROR, (_describe(exc),)
+        return ERROR, (describe_error(exc),)
     if not any(isinstance(x, (Basic, MatrixBase)) for x in parsed):
         return UNPARSED, tuple(x for x in parsed if isinstance(x, str))
     return _OK, tuple(parsed)
@@ -97,7 +100,7 @@ def _verify(gold_parsed: tuple, pred_parsed: tuple, timeout: int | None, dler: b
             except Exception as exc:  # reported below unless another reading of the answer matches
                 error = exc
     if error is not None:
-        return False, ERROR, "verify: " + _describe(error)
+        return False, ERROR, "verify: " + describe_error(error)
     return False, WRONG, ""
 
 
@@ -159,7 +162,7 @@ def sympy_equal(gold: str, pred: str, timeout: int | None) -> tuple[bool, str]:
     """The released grader's sympy check on two normalised strings: both parse (latex2sympy) to expressions and
     `simplify(gold - pred) == 0`. Returns (accepted, status); math-verify's alarm bounds the work in a main
     thread, the worker deadline everywhere."""
-    if not gold or not pred or extract.precheck(gold) != "ok" or extract.precheck(pred) != "ok":
+    if not gold or not pred or precheck(gold) != "ok" or precheck(pred) != "ok":
         return False, UNPARSED
 
     @alarm(timeout_seconds=timeout)

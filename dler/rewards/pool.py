@@ -16,27 +16,26 @@ Jobs go out in chunks (one message for many answers); the worker reports each an
 parent knows when the answer in progress started and per-answer deadlines stay exact. Each worker has its own
 pipe: killing one never corrupts a shared queue.
 
-Workers import only `dler.rewards` and math-verify. Spawned processes normally re-import the parent's
-`__main__` script (a training script: torch, trl, and any unguarded top-level code); the pool hides `__main__`
-while it starts a worker so that this does not happen. Shutdown: `close()`, context-manager exit, garbage
-collection and interpreter exit all stop the workers; a worker also exits by itself when its parent dies.
+Workers (`dler.rewards.worker`) import only `dler.rewards` and math-verify. Spawned processes normally re-import
+the parent's `__main__` script (a training script: torch, trl, and any unguarded top-level code); the pool hides
+`__main__` while it starts a worker so that this does not happen. Shutdown: `close()`, context-manager exit,
+garbage collection and interpreter exit all stop the workers; a worker also exits by itself when its parent dies.
 """
 
 import logging
 import math
 import multiprocessing
 import os
-import signal
 import sys
 import threading
 import time
-import traceback
 import types
 import weakref
 from collections import deque
 from multiprocessing.connection import wait
 
-from dler.rewards.status import BATCH_DEADLINE, DEADLINE, ERROR, WORKER_DIED
+from dler.rewards.status import BATCH_DEADLINE, DEADLINE, WORKER_DIED
+from dler.rewards.worker import Job, worker_main
 
 logger = logging.getLogger(__name__)
 
@@ -66,104 +65,9 @@ def default_num_workers() -> int:
     return max(1, min(4, cpus // max(1, local_ranks)))
 
 
-# --------------------------------------------------------------------------------------------- worker side
-
-
-def _run_job(kind: str, a: str, b: str, timeout: int | None) -> tuple[float, str, str]:
-    """One job of a worker (also run in-process by `MathReward(num_workers=0)` for the grading kinds).
-
-    Grading kinds: "grade" (a = gold, b = prediction) and "gold" (a = gold, b unused) under the dler grader;
-    "grade_released" and "gold_released" the same under DLER's released grader. The others are diagnostics.
-    """
-    if kind in ("grade", "gold", "grade_released", "gold_released"):
-        from dler.rewards import grading
-
-        if kind == "grade":
-            return grading.grade(a, b, timeout)
-        if kind == "gold":
-            return grading.check_gold(a, timeout)
-        if kind == "grade_released":
-            return grading.grade_released(a, b, timeout)
-        return grading.check_gold_released(a, timeout)
-    if kind == "spin":  # diagnostics: a stuck answer, burning CPU, that ignores every timeout except the kill
-        end = time.monotonic() + float(a)
-        while time.monotonic() < end:
-            pass
-        return 1.0, "done", ""
-    if kind == "sleep":  # diagnostics: an answer that takes wall time but no CPU (blocked, or starved)
-        end = time.monotonic() + float(a)
-        while time.monotonic() < end:
-            time.sleep(0.01)
-        return 1.0, "done", ""
-    if kind == "crash":  # diagnostics: a worker that dies like a segfault
-        os.kill(os.getpid(), signal.SIGKILL)
-    if kind == "modules":  # diagnostics: heavy modules in the worker, and whether it re-ran the parent's script
-        heavy = ("torch", "trl", "transformers", "datasets", "numpy", "math_verify")
-        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-        return 1.0, ",".join(m for m in heavy if m in sys.modules), f"__main__={main_file}"
-    raise ValueError(f"unknown job kind {kind!r}")
-
-
-def _watch_parent(parent_pid: int) -> None:
-    while True:
-        time.sleep(1.0)
-        if os.getppid() != parent_pid:
-            os._exit(0)
-
-
-def _die_with_parent(parent_pid: int | None, pdeathsig: bool) -> None:
-    """Exit when the trainer dies, even by SIGKILL: the kernel's parent-death signal (Linux; only when the
-    spawning thread is the main thread, since it fires when that thread ends), and a thread polling getppid.
-    With forkserver the parent is the fork server, which itself exits with the trainer (parent_pid None)."""
-    if pdeathsig and sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    parent = os.getppid()
-    if parent_pid is not None and parent != parent_pid:  # died before the signal was armed
-        os._exit(0)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-
-
-def _worker_main(conn, parent_pid: int | None, timeout: int | None, pdeathsig: bool = False) -> None:
-    """Worker loop: receive (batch, kind, [(job, a, b), ...]), send (batch, job, score, status, detail) per job."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
-    _die_with_parent(parent_pid, pdeathsig)
-    try:
-        from dler.rewards import grading
-
-        grading.warm_up(timeout)
-        conn.send(("ready", os.getpid(), time.process_time()))
-    except BaseException:
-        conn.send(("fatal", traceback.format_exc()))
-        return
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return
-        if msg is None:
-            return
-        batch, kind, items = msg
-        for job, a, b in items:
-            try:
-                result = _run_job(kind, a, b, timeout)
-            except BaseException as exc:  # TimeoutException is a BaseException
-                arg = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
-                result = (0.0, ERROR, f"{type(exc).__name__}: {arg[:200]}")
-            try:
-                conn.send((batch, job, *result, time.process_time()))
-            except (BrokenPipeError, OSError):
-                return
-
-
-# --------------------------------------------------------------------------------------------- parent side
-
-
 class _Worker:
+    """The parent's record of one worker process: its pipe, and the answers it was sent and is working on."""
+
     __slots__ = ("proc", "conn", "ready", "started", "chunk", "pos", "t_item", "cpu", "fatal")
 
     def __init__(self, proc, conn):
@@ -175,6 +79,30 @@ class _Worker:
         self.t_item = 0.0  # when chunk[pos] started
         self.cpu = 0.0  # the worker's CPU seconds when it last reported (so: when chunk[pos] started)
         self.fatal = ""
+
+
+class _Call:
+    """One `run` call: its jobs, their results so far, the jobs not yet handed out, and its deadline."""
+
+    __slots__ = ("batch", "kind", "items", "results", "pending", "left", "deadline")
+
+    def __init__(self, batch: int, kind: str, items: list[tuple[str, str]], deadline: float):
+        self.batch, self.kind, self.items, self.deadline = batch, kind, items, deadline
+        self.results: list = [None] * len(items)
+        self.pending = deque(range(len(items)))  # jobs not handed out, or handed back by a failed worker
+        self.left = len(items)  # jobs without a result
+
+    def resolve(self, job: int, result) -> None:
+        self.results[job] = result
+        self.left -= 1
+
+    def fail_current(self, w: _Worker, status: str, detail: str) -> None:
+        """Score the worker's answer in progress 0 and put the rest of its chunk back in the queue."""
+        if not w.chunk:
+            return
+        self.resolve(w.chunk[w.pos], (0.0, status, detail))
+        self.pending.extendleft(reversed(w.chunk[w.pos + 1 :]))
+        w.chunk, w.pos = [], 0
 
 
 def _stop_workers(workers: list, owner_pid: int, grace: float = 1.0) -> None:
@@ -207,6 +135,8 @@ class GradingPool:
         chunk_size: most answers sent to a worker in one message.
         start_timeout: seconds a new worker may take to import math-verify and report ready.
         start_method: "spawn" (default) or "forkserver". Never fork.
+        jobs: more job kinds for the workers, by name: module-level functions `(a, b, timeout) -> (score, status,
+            detail)` that the workers can import (see `dler.rewards.worker`).
 
     Workers start lazily, on the first call. `run` is thread-safe (calls are serialised).
     """
@@ -219,6 +149,7 @@ class GradingPool:
         chunk_size: int = 16,
         start_timeout: float = 60.0,
         start_method: str = "spawn",
+        jobs: dict[str, Job] | None = None,
     ):
         if start_method not in ("spawn", "forkserver"):
             raise ValueError(f"start_method must be 'spawn' or 'forkserver' (never fork), got {start_method!r}")
@@ -234,6 +165,7 @@ class GradingPool:
         self.chunk_size = max(1, int(chunk_size))
         self.start_timeout = float(start_timeout)
         self.start_method = start_method
+        self.jobs = dict(jobs or {})
         # math-verify's own alarm (wall clock, whole seconds) ends most slow answers without a respawn
         self.inner_timeout = max(1, int(self.answer_timeout))
         self.stats = {"jobs": 0, "killed": 0, "died": 0, "started": 0, "batch_deadlines": 0}
@@ -243,8 +175,6 @@ class GradingPool:
         self._batch = 0
         self._start_failures = 0
         self._finalizer = None
-
-    # ------------------------------------------------------------------ lifecycle
 
     def __enter__(self):
         return self
@@ -273,7 +203,7 @@ class GradingPool:
                 wait(handles, max(0.0, end - time.monotonic()))
                 for w in list(self._workers):
                     if not w.ready:
-                        self._drain(w, 0, [])
+                        self._drain(w)
                         if not w.ready and not w.proc.is_alive():
                             self._replace(w, kill=False)
 
@@ -299,12 +229,13 @@ class GradingPool:
         ctx = multiprocessing.get_context(self.start_method)
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         proc = ctx.Process(
-            target=_worker_main,
+            target=worker_main,
             args=(
                 child_conn,
                 os.getpid() if self.start_method == "spawn" else None,
                 self.inner_timeout,
                 threading.current_thread() is threading.main_thread(),
+                self.jobs,
             ),
             name="dler-math-grader",
             daemon=True,
@@ -337,11 +268,9 @@ class GradingPool:
         i = self._workers.index(w)
         self._workers[i] = self._spawn()
 
-    # ------------------------------------------------------------------ grading
-
     def run(self, kind: str, items: list[tuple[str, str]]) -> list[tuple[float, str, str]]:
         """Run jobs `(a, b)` of one kind on the workers: "grade" / "grade_released": (gold, prediction);
-        "gold" / "gold_released": (gold, ""). See `_run_job`.
+        "gold" / "gold_released": (gold, ""); or a kind of `jobs`. See `dler.rewards.worker`.
 
         Returns one (score, status, detail) per item, in order, always within about `batch_timeout` seconds.
         """
@@ -351,86 +280,85 @@ class GradingPool:
             if os.getpid() != self._owner or len(self._workers) < self.num_workers:
                 self._start()
             self.stats["jobs"] += len(items)
-            return self._run(kind, items)
+            self._batch += 1
+            call = _Call(self._batch, kind, items, time.monotonic() + self.batch_timeout)
+            while call.left and time.monotonic() < call.deadline:
+                self._dispatch(call)
+                self._wait(call)
+                self._enforce_deadlines(call)
+            if call.left:
+                self._give_up(call)
+            return call.results
 
-    def _run(self, kind, items):
-        self._batch += 1
-        batch = self._batch
-        results: list = [None] * len(items)
-        pending = deque(range(len(items)))
-        left = len(items)
-        batch_deadline = time.monotonic() + self.batch_timeout
-        while left:
-            now = time.monotonic()
-            if now >= batch_deadline:
+    def _dispatch(self, call: _Call) -> None:
+        """Hand a chunk of the queue to every idle worker."""
+        for w in list(self._workers):
+            if not call.pending:
                 break
-            # hand chunks to idle workers
-            for w in list(self._workers):
-                if not pending:
-                    break
-                if not w.ready or w.chunk:
-                    continue
-                if not w.proc.is_alive():  # died while idle (OOM killer, ...): nothing of ours was lost
-                    self.stats["died"] += 1
-                    self._replace(w, kill=False)
-                    continue
-                size = max(1, min(self.chunk_size, math.ceil(len(pending) / len(self._workers))))
-                chunk = [pending.popleft() for _ in range(min(size, len(pending)))]
-                try:
-                    w.conn.send((batch, kind, [(j, *items[j]) for j in chunk]))
-                except (OSError, ValueError):  # died while idle
-                    pending.extendleft(reversed(chunk))
-                    continue  # its sentinel fires below
-                w.chunk, w.pos, w.t_item = chunk, 0, time.monotonic()
-            # sleep until a result, a death, or the nearest deadline
-            deadlines = [batch_deadline]
-            for w in self._workers:
-                if w.chunk:
-                    deadlines.append(self._next_check(w))
-                elif not w.ready:
-                    deadlines.append(w.started + self.start_timeout)
-            timeout = max(0.0, min(deadlines) - time.monotonic())
-            handles = [h for w in self._workers for h in (w.conn, w.proc.sentinel)]
-            ready = set(wait(handles, timeout))
-            for w in list(self._workers):
-                dead = w.proc.sentinel in ready
-                if w.conn in ready or dead:
-                    left -= self._drain(w, batch, results)
-                    dead = dead or not w.proc.is_alive()
-                if dead:
-                    left -= self._fail_current(w, results, pending, WORKER_DIED, "worker process died")
-                    self.stats["died"] += 1
-                    self._replace(w, kill=False)
-            # enforce deadlines
-            now = time.monotonic()
-            for w in list(self._workers):
-                if w.chunk and now - w.t_item > self.answer_timeout:
-                    left -= self._drain(w, batch, results)  # results that arrived at the last moment
-                    why = self._overdue(w) if w.chunk else ""
-                    if why:
-                        left -= self._fail_current(w, results, pending, DEADLINE, why)
-                        self.stats["killed"] += 1
-                        self._replace(w, kill=True)
-                elif not w.ready and now - w.started > self.start_timeout:
+            if not w.ready or w.chunk:
+                continue
+            if not w.proc.is_alive():  # died while idle (OOM killer, ...): nothing of ours was lost
+                self.stats["died"] += 1
+                self._replace(w, kill=False)
+                continue
+            size = max(1, min(self.chunk_size, math.ceil(len(call.pending) / len(self._workers))))
+            chunk = [call.pending.popleft() for _ in range(min(size, len(call.pending)))]
+            try:
+                w.conn.send((call.batch, call.kind, [(j, *call.items[j]) for j in chunk]))
+            except (OSError, ValueError):  # died while idle
+                call.pending.extendleft(reversed(chunk))
+                continue  # its sentinel fires in `_wait`
+            w.chunk, w.pos, w.t_item = chunk, 0, time.monotonic()
+
+    def _wait(self, call: _Call) -> None:
+        """Sleep until a result, a death, or the nearest deadline; collect results and replace dead workers."""
+        deadlines = [call.deadline]
+        for w in self._workers:
+            if w.chunk:
+                deadlines.append(self._next_check(w))
+            elif not w.ready:
+                deadlines.append(w.started + self.start_timeout)
+        timeout = max(0.0, min(deadlines) - time.monotonic())
+        handles = [h for w in self._workers for h in (w.conn, w.proc.sentinel)]
+        ready = set(wait(handles, timeout))
+        for w in list(self._workers):
+            dead = w.proc.sentinel in ready
+            if w.conn in ready or dead:
+                self._drain(w, call)
+                dead = dead or not w.proc.is_alive()
+            if dead:
+                call.fail_current(w, WORKER_DIED, "worker process died")
+                self.stats["died"] += 1
+                self._replace(w, kill=False)
+
+    def _enforce_deadlines(self, call: _Call) -> None:
+        """Kill and replace the workers whose answer in progress is overdue, and those too slow to start."""
+        now = time.monotonic()
+        for w in list(self._workers):
+            if w.chunk and now - w.t_item > self.answer_timeout:
+                self._drain(w, call)  # results that arrived at the last moment
+                why = self._overdue(w) if w.chunk else ""
+                if why:
+                    call.fail_current(w, DEADLINE, why)
+                    self.stats["killed"] += 1
                     self._replace(w, kill=True)
-        if left:
-            self.stats["batch_deadlines"] += 1
-            for j, r in enumerate(results):
-                if r is None:
-                    results[j] = (0.0, BATCH_DEADLINE, f"over {self.batch_timeout:g}s for the batch")
-            for w in list(self._workers):
-                if w.chunk:  # still busy on this batch: its answers are no longer wanted
-                    w.chunk = []
-                    self._replace(w, kill=True)
-        return results
+            elif not w.ready and now - w.started > self.start_timeout:
+                self._replace(w, kill=True)
+
+    def _give_up(self, call: _Call) -> None:
+        """The batch deadline passed: unfinished answers score 0, and workers still busy on them are replaced."""
+        self.stats["batch_deadlines"] += 1
+        for j, r in enumerate(call.results):
+            if r is None:
+                call.results[j] = (0.0, BATCH_DEADLINE, f"over {self.batch_timeout:g}s for the batch")
+        for w in list(self._workers):
+            if w.chunk:  # its answers are no longer wanted
+                w.chunk = []
+                self._replace(w, kill=True)
 
     def _overdue(self, w: _Worker) -> str:
-        """Why the answer in progress must be killed now, or "" to let it run a little longer.
-
-        The deadline counts the worker's CPU time on the answer, so that a worker merely starved by an overloaded
-        machine is not killed (a respawn would only add load); wall time is capped at `_STARVED_GRACE` times
-        the deadline whatever the CPU says.
-        """
+        """Why the answer in progress must be killed now, or "" to let it run a little longer: the deadline counts
+        its CPU time (see the module docstring), and wall time up to `_STARVED_GRACE` times the deadline."""
         wall = time.monotonic() - w.t_item
         if wall <= self.answer_timeout:
             return ""
@@ -450,9 +378,8 @@ class GradingPool:
             return due
         return min(now + max(0.02, self.answer_timeout / 10), w.t_item + self.answer_timeout * _STARVED_GRACE)
 
-    def _drain(self, w: _Worker, batch: int, results: list) -> int:
-        """Read every message waiting from one worker; returns how many answers it resolved."""
-        resolved = 0
+    def _drain(self, w: _Worker, call: _Call | None = None) -> None:
+        """Read every message waiting from one worker: its start-up report, and its results for `call`."""
         try:
             while w.conn.poll():
                 msg = w.conn.recv()
@@ -461,25 +388,12 @@ class GradingPool:
                     self._start_failures = 0
                 elif msg[0] == "fatal":
                     w.fatal = msg[1]
-                elif msg[0] == batch and w.chunk and msg[1] == w.chunk[w.pos]:
-                    results[msg[1]] = msg[2:5]
-                    w.cpu = msg[5]
-                    resolved += 1
-                    w.pos += 1
-                    w.t_item = time.monotonic()
+                elif call is not None and msg[0] == call.batch and w.chunk and msg[1] == w.chunk[w.pos]:
+                    call.resolve(msg[1], msg[2:5])
+                    w.cpu, w.pos, w.t_item = msg[5], w.pos + 1, time.monotonic()  # the next answer starts now
                     if w.pos == len(w.chunk):
                         w.chunk, w.pos = [], 0
                 else:
                     logger.debug("discarding a stale grading result %r", msg[:2])
         except (EOFError, OSError):
             pass  # the process is gone; its sentinel says so
-        return resolved
-
-    def _fail_current(self, w: _Worker, results, pending, status: str, detail: str) -> int:
-        """Score the answer in progress 0 and put the rest of the worker's chunk back in the queue."""
-        if not w.chunk:
-            return 0
-        results[w.chunk[w.pos]] = (0.0, status, detail)
-        pending.extendleft(reversed(w.chunk[w.pos + 1 :]))
-        w.chunk, w.pos = [], 0
-        return 1

@@ -18,6 +18,7 @@ deadlines, and control characters dropped.
 import re
 
 from dler.rewards import extract
+from dler.rewards.prechecks import MAX_ANSWER_CHARS, MAX_DEPTH
 
 # ------------------------------------------------------------------------------------------ extraction
 
@@ -40,8 +41,8 @@ def extract_answer(
     text: str,
     think_end: str | None = extract.THINK_END,
     require_think_end: bool = True,
-    max_chars: int = extract.MAX_ANSWER_CHARS,
-    max_depth: int = extract.MAX_DEPTH,
+    max_chars: int = MAX_ANSWER_CHARS,
+    max_depth: int = MAX_DEPTH,
 ) -> tuple[str | None, str]:
     """The released grader's answer: the content of the last `\\boxed{...}` in `answer_region`.
 
@@ -50,16 +51,11 @@ def extract_answer(
     would stall sympy.
     """
     region = answer_region(text, think_end, require_think_end)
-    if region is None:
-        return None, extract.NO_THINK_END
-    content, reason = extract.last_boxed(region, max_chars, max_depth, commands=("\\boxed",), braced_only=True)
-    if content is None:
-        return None, reason
-    answer = extract.drop_controls(content).strip()
-    if not answer:
-        return None, extract.EMPTY
-    reason = extract.precheck(answer, max_chars, max_depth)
-    return (answer, "ok") if reason == "ok" else (None, reason)
+    return extract.boxed_answer(region, _drop_controls, max_chars, max_depth, commands=("\\boxed",), braced_only=True)
+
+
+def _drop_controls(answer: str) -> str:
+    return extract.drop_controls(answer).strip()
 
 
 # ------------------------------------------------------------------------------------------ string normaliser

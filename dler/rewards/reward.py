@@ -1,4 +1,4 @@
-"""The math correctness reward: `MathReward` for TRL, `math_correctness` as a function, gold preparation.
+"""The math correctness reward: `MathReward` for TRL, and `math_correctness` as a function.
 
 Flow per call: extract every answer in this process (pure string work, microseconds), drop duplicates and
 answers seen before (the 16 rollouts of a prompt often agree), and send only the rest to the grading pool.
@@ -8,11 +8,11 @@ import logging
 import threading
 import time
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from dler.rewards import extract, released
-from dler.rewards.pool import GradingPool, _run_job
+from dler.rewards.pool import GradingPool
+from dler.rewards.prechecks import MAX_ANSWER_CHARS, MAX_DEPTH
 from dler.rewards.status import (
     CATEGORIES,
     CORRECT,
@@ -22,12 +22,13 @@ from dler.rewards.status import (
     WRONG,
     category,
 )
+from dler.rewards.worker import run_job
 
 logger = logging.getLogger(__name__)
 
 _TRL_KWARGS = ("trainer_state", "log_extra", "log_metric", "environments")
 GRADERS = ("dler", "released")
-# job kinds of the grading pool (`dler.rewards.pool._run_job`) per grader: (grade one answer, check one gold)
+# job kinds of the grading workers (`dler.rewards.worker`) per grader: (grade one answer, check one gold)
 _JOBS = {"dler": ("grade", "gold"), "released": ("grade_released", "gold_released")}
 _DESCRIPTIONS = {
     "dler": "the last \\boxed{} (or \\fbox{}) after the first </think>, compared with math-verify (gold first), "
@@ -94,7 +95,7 @@ class MathReward:
         answer_timeout: seconds per answer (CPU seconds of the worker, wall time capped at 3x) before its worker
             is killed (the answer scores 0); also math-verify's own timeout inside the worker.
         batch_timeout: seconds per call; unfinished answers score 0.
-        max_answer_chars, max_depth: pre-check limits of `dler.rewards.extract`.
+        max_answer_chars, max_depth: pre-check limits of `dler.rewards.prechecks`.
         on_invalid_gold: "warn" (score 0, counted in `math/invalid_gold`, rate-limited warning) or "error".
         cache_size: graded (gold, answer) pairs remembered across calls.
         pool: share an existing `GradingPool` (e.g. between a train and an eval reward); `close()` then leaves
@@ -117,8 +118,8 @@ class MathReward:
         num_workers: int | None = None,
         answer_timeout: float = 5.0,
         batch_timeout: float = 120.0,
-        max_answer_chars: int = extract.MAX_ANSWER_CHARS,
-        max_depth: int = extract.MAX_DEPTH,
+        max_answer_chars: int = MAX_ANSWER_CHARS,
+        max_depth: int = MAX_DEPTH,
         on_invalid_gold: str = "warn",
         cache_size: int = 100_000,
         pool: GradingPool | None = None,
@@ -271,7 +272,7 @@ class MathReward:
         results = []
         for a, b in items:
             try:
-                results.append(_run_job(kind, a, b, timeout))
+                results.append(run_job(kind, a, b, timeout))
             except Exception as exc:  # grading functions report errors themselves; this is a last resort
                 results.append((0.0, ERROR, f"{type(exc).__name__}"))
         return results
@@ -371,92 +372,3 @@ def math_correctness(completions, answers, grader: str = "dler", **options) -> l
     if reward is None:
         reward = _SHARED.setdefault(key, MathReward(**options))
     return reward.score(completions, answers)
-
-
-# --------------------------------------------------------------------------------------------- gold answers
-
-
-@dataclass
-class GoldReport:
-    """What `prepare_gold_answers` found: how many golds cannot be parsed, with examples (row, value, why)."""
-
-    column: str
-    total: int
-    invalid: int = 0
-    examples: list[tuple[int, Any, str]] = field(default_factory=list)
-
-    def __str__(self):
-        shown = "; ".join(f"row {i}: {v!r} ({why})" for i, v, why in self.examples)
-        return (
-            f"{self.invalid} of {self.total} gold answers in column {self.column!r} cannot be parsed or do not "
-            "grade correct against themselves" + (f", e.g. {shown}" if shown else "")
-        )
-
-
-def prepare_gold_answers(
-    data,
-    answer_column: str = "answer",
-    on_invalid: str = "error",
-    reward: MathReward | None = None,
-    max_examples: int = 10,
-):
-    """Parse every gold answer once, when the dataset is loaded, and report the ones that cannot be graded.
-
-    Args:
-        data: a `datasets.Dataset`, a list of dict rows, or a plain list of gold answers.
-        on_invalid: "error" raises a ValueError naming the column, rows and values; "skip" drops those rows and
-            logs how many.
-        reward: the `MathReward` that will grade (its workers do the parsing and keep the golds cached);
-            a temporary one is used and closed otherwise.
-
-    Returns:
-        (data without the invalid rows, GoldReport).
-    """
-    if on_invalid not in ("error", "skip"):
-        raise ValueError(f"on_invalid must be 'error' or 'skip', got {on_invalid!r}")
-    values = _gold_column(data, answer_column)
-    owned = reward is None
-    reward = reward or MathReward(answer_column=answer_column)
-    try:
-        verdicts = reward.check_answers(values)
-    finally:
-        if owned:
-            reward.close()
-    report = GoldReport(answer_column, len(values))
-    keep = []
-    for i, (value, (ok, why)) in enumerate(zip(values, verdicts, strict=True)):
-        if not ok:
-            report.invalid += 1
-            if len(report.examples) < max_examples:
-                report.examples.append((i, value, why))
-        else:
-            keep.append(i)
-    if report.invalid and on_invalid == "error":
-        raise ValueError(
-            f"{report}. Fix these answers, or drop their rows: on_invalid='skip' (recipes: --invalid_answers skip)."
-        )
-    if report.invalid:
-        logger.warning("%s: skipping these rows.", report)
-        data = _select(data, keep)
-    return data, report
-
-
-def _gold_column(data, column: str) -> list:
-    if hasattr(data, "column_names"):  # datasets.Dataset
-        if column not in data.column_names:
-            raise MissingAnswerColumn(f"the dataset has no column {column!r}; its columns are {data.column_names}")
-        return list(data[column])
-    rows = list(data)
-    if rows and isinstance(rows[0], dict):
-        for i, row in enumerate(rows):
-            if column not in row:
-                raise MissingAnswerColumn(f"row {i} has no column {column!r}; its keys are {sorted(row)}")
-        return [row[column] for row in rows]
-    return rows
-
-
-def _select(data, keep: list[int]):
-    if hasattr(data, "select"):
-        return data.select(keep)
-    rows = list(data)
-    return [rows[i] for i in keep]

@@ -4,7 +4,7 @@ Every answer scores 1.0 (status "correct") or 0.0 with a reason; reasons are gro
 `math/graded`, `math/unparseable`, `math/timed_out`, `math/errors` and `math/invalid_gold`.
 """
 
-from dler.rewards import extract
+from dler.rewards import extract, prechecks
 
 CORRECT = "correct"
 WRONG = "wrong"
@@ -29,10 +29,10 @@ CATEGORY = {
     extract.NO_BOX: UNPARSEABLE,
     extract.UNCLOSED_BOX: UNPARSEABLE,
     extract.EMPTY: UNPARSEABLE,
-    extract.TOO_LONG: UNPARSEABLE,
-    extract.TOO_DEEP: UNPARSEABLE,
-    extract.HUGE_POWER: UNPARSEABLE,
-    extract.HUGE_FACTORIAL: UNPARSEABLE,
+    prechecks.TOO_LONG: UNPARSEABLE,
+    prechecks.TOO_DEEP: UNPARSEABLE,
+    prechecks.HUGE_POWER: UNPARSEABLE,
+    prechecks.HUGE_FACTORIAL: UNPARSEABLE,
     TIMEOUT: TIMED_OUT,
     DEADLINE: TIMED_OUT,
     BATCH_DEADLINE: TIMED_OUT,
