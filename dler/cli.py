@@ -219,16 +219,10 @@ def _list_benchmarks() -> str:
 
 def _run_eval(args, parser) -> int:
     from dler.eval.benchmarks import BenchmarkError
-    from dler.eval.run import (
-        EvalConfig,
-        EvalInterrupted,
-        EvalSettingsError,
-        ResumeError,
-        evaluate,
-        evaluate_scaling,
-        format_scaling_summary,
-        format_summary,
-    )
+    from dler.eval.errors import EvalInterrupted, EvalSettingsError, ResumeError
+    from dler.eval.run import evaluate, format_summary
+    from dler.eval.scaling import evaluate_scaling, format_scaling_summary
+    from dler.eval.settings import EvalConfig
 
     if args.list_benchmarks:
         print(_list_benchmarks())
@@ -264,7 +258,7 @@ def _run_eval(args, parser) -> int:
         reproducible=args.reproducible,
     )
     try:
-        config.validate()
+        config = config.validate()
     except (BenchmarkError, ValueError) as exc:
         parser.error(str(exc))
     except KeyboardInterrupt:
@@ -294,7 +288,8 @@ def _run_eval(args, parser) -> int:
 
 
 def _run_report(args, parser) -> int:
-    from dler.eval.report import ReportError, report
+    from dler.eval.report import report
+    from dler.eval.run_folders import ReportError
 
     try:
         path = report(args.runs, baseline=args.baseline, output=args.output, plots=not args.no_plots)

@@ -12,7 +12,9 @@ import logging
 from pathlib import Path
 
 from dler.eval.benchmarks import Benchmark, register_benchmark
-from dler.eval.run import GENERATIONS_DIR, EvalConfig, GenerationStore, evaluate
+from dler.eval.run import evaluate
+from dler.eval.settings import EvalConfig
+from dler.eval.store import GENERATIONS_DIR, GenerationStore
 
 logger = logging.getLogger(__name__)
 

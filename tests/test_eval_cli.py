@@ -23,6 +23,7 @@ def run_cli(args, capsys):
 def no_model_loading(request, monkeypatch):
     """Any attempt to build a backend in the validation tests is a failure (tests on the tiny model excepted)."""
     import dler.eval.generate as G
+    import dler.eval.vllm_backend as V
 
     if "tiny_model_dir" in request.fixturenames:
         return
@@ -31,7 +32,7 @@ def no_model_loading(request, monkeypatch):
         raise AssertionError("a model was loaded before the arguments were validated")
 
     monkeypatch.setattr(G.TransformersBackend, "__init__", boom)
-    monkeypatch.setattr(G.VLLMBackend, "__init__", boom)
+    monkeypatch.setattr(V.VLLMBackend, "__init__", boom)
 
 
 def test_unknown_benchmark_lists_the_registry(capsys, tmp_path):
@@ -177,11 +178,11 @@ def test_parallel_k_values_are_checked(capsys, tmp_path, extra, message):
 
 
 def test_options_reach_the_config(tmp_path, monkeypatch):
-    import dler.eval.run as R
+    import dler.eval.scaling as S
 
     seen = []
-    monkeypatch.setattr(R, "evaluate_scaling", lambda config: seen.append(config) or {})
-    monkeypatch.setattr(R, "format_scaling_summary", lambda results: "")
+    monkeypatch.setattr(S, "evaluate_scaling", lambda config: seen.append(config) or {})
+    monkeypatch.setattr(S, "format_scaling_summary", lambda results: "")
     args = ["eval", "--model", fake_model_dir(tmp_path), "--output-dir", str(tmp_path / "out"), "--data-dir",
             str(FIXTURES), "--parallel-k", "4,1,2", "--seed-per-request", "--reproducible"]  # fmt: skip
     assert cli.main(args) == 0

@@ -1,4 +1,5 @@
-"""dler.eval.metrics: pass@k against the exact combinatorial formula, maj@k, and the metrics of graded records."""
+"""dler.eval.metrics, majority, lengths and graded: pass@k against the exact combinatorial formula, maj@k, and the
+metrics of graded records."""
 
 import itertools
 import math
@@ -10,30 +11,27 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from dler.eval.metrics import (
-    PER_PROBLEM_COLUMNS,
+from dler.eval.graded import default_ks, powers_of_two, standard_error
+from dler.eval.lengths import budget_curve, default_budgets, expected_max, length_histogram
+from dler.eval.majority import (
     answer_classes,
-    budget_curve,
-    default_budgets,
-    default_ks,
-    expected_max,
-    length_cut,
-    length_histogram,
     maj_at_k,
     maj_at_k_is_exact,
     majority_vote,
     mean_maj_at_k,
-    mean_pass_at_k,
     normalize_vote,
+)
+from dler.eval.metrics import (
+    PER_PROBLEM_COLUMNS,
+    length_cut,
+    mean_pass_at_k,
     overall,
     paired_difference,
     pass_at_k,
     pass_at_k_curve,
     per_problem_means,
     per_problem_rows,
-    powers_of_two,
     sampling_standard_error,
-    standard_error,
     summarize,
 )
 

@@ -1,4 +1,5 @@
-"""dler.eval.run: the eval loop, its resumable JSONL, the protocol record, and the transformers backend."""
+"""dler.eval.run and the modules it runs on: the eval loop, its resumable JSONL (store), the protocol record,
+the checks before loading (preflight), and the transformers backend."""
 
 import json
 import sys
@@ -10,15 +11,16 @@ sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "eval"))
 
 from eval_fakes import CharTokenizer, ScriptedBackend  # noqa: E402
 
-from dler.eval.run import (  # noqa: E402
-    EvalConfig,
-    GenerationStore,
-    ResumeError,
-    derive_seed,
-    evaluate,
-)
+from dler.eval.errors import ResumeError  # noqa: E402
+from dler.eval.protocol import derive_seed  # noqa: E402
+from dler.eval.run import evaluate  # noqa: E402
+from dler.eval.settings import EvalConfig  # noqa: E402
+from dler.eval.store import GenerationStore  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
+# the keys of a generations line, in their stored order: resuming reads lines written by earlier versions
+RECORD_KEYS = ["benchmark", "index", "digest", "seed", "prompt_tokens", "problem", "gold", "responses", "tokens",
+               "truncated", "finish_reasons", "correct", "extracted", "status"]  # fmt: skip
 GOLDS = {"7}{13}": "\\frac{7}{13}", "sqrt{12}": "2\\sqrt{3}", "(0,3)": "(3, \\frac{\\pi}{2})"}
 
 
@@ -57,6 +59,7 @@ def test_scripted_run_grades_with_the_math_reward_and_scores(tmp_path):
     assert results["overall"]["pass@1"] == pytest.approx(0.5)
     records = lines(Path(run_dir) / "generations" / "math500.jsonl")
     assert [r["index"] for r in records] == [0, 1, 2]
+    assert all(list(r) == RECORD_KEYS for r in records)
     r = records[1]
     assert r["correct"] == [1.0, 0.0, 1.0, 0.0] and r["extracted"][0] == "\\frac{7}{13}"
     assert r["tokens"] == [10, 20, 30, 40] and r["truncated"] == [False, False, False, True]
@@ -68,6 +71,10 @@ def test_scripted_run_grades_with_the_math_reward_and_scores(tmp_path):
 def test_protocol_is_recorded(tmp_path):
     out = evaluate(config(tmp_path, seed=3), backend=ScriptedBackend(oracle), tokenizer=CharTokenizer())
     protocol = next(iter(out.values()))["protocol"]
+    assert list(protocol) == ["model", "backend", "sampling", "prompt_template", "chat_template", "chunk_size",
+                              "grader", "resume_key", "reproducibility", "config", "command", "sessions",
+                              "backend_info", "benchmarks", "limit", "versions", "hardware"]  # fmt: skip
+    assert list(protocol["sessions"][0]) == ["started", "finished", "problems_generated", "reproducibility"]
     assert protocol["model"] == "fake-model" and protocol["backend"] == "scripted"
     assert protocol["sampling"] == {"n": 4, "n_requested": 4, "temperature": 0.6, "top_p": 0.95, "top_k": None,
                                     "max_tokens": 40, "seed": 3, "greedy": False}  # fmt: skip
@@ -99,6 +106,21 @@ def test_grader_is_recorded_from_the_grader_used_and_checks_golds(tmp_path):
     protocol = next(iter(out.values()))["protocol"]
     assert protocol["grader"]["grader"] == "released" and protocol["resume_key"]["grader"] == "released"
 
+    class Plain:
+        """A grader with no describe() and no grader name: the protocol names it by its type."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def grade(self, texts, golds):
+            return self.inner.grade(texts, golds)
+
+    with MathReward(num_workers=0) as inner:
+        out = evaluate(config(tmp_path / "c"), backend=ScriptedBackend(oracle), tokenizer=CharTokenizer(),
+                       grader=Plain(inner))  # fmt: skip
+    protocol = next(iter(out.values()))["protocol"]
+    assert protocol["grader"] == {"reward": f"{__name__}.{Plain.__qualname__}", "grader": None}
+
 
 def test_resume_refuses_another_grader(tmp_path):
     evaluate(config(tmp_path), backend=ScriptedBackend(oracle), tokenizer=CharTokenizer())
@@ -112,6 +134,19 @@ def test_resume_refuses_another_grader(tmp_path):
     evaluate(config(tmp_path), backend=ScriptedBackend(oracle), tokenizer=CharTokenizer())
     with pytest.raises(ResumeError, match="grader: 'dler' there, 'released' now"):
         evaluate(config(tmp_path, grader="released"), backend=ScriptedBackend(oracle), tokenizer=CharTokenizer())
+
+
+def test_validate_returns_the_resolved_copy_and_leaves_the_config_as_given(tmp_path, monkeypatch):
+    import dler.eval.generate as G
+
+    monkeypatch.setattr(G, "vllm_available", lambda: False)
+    given = config(tmp_path, backend="auto", parallel_k=[4, 1, 2])
+    resolved = given.validate(check_model=False)
+    assert (resolved.backend, resolved.auto_backend, resolved.parallel_k) == ("transformers", True, [1, 2, 4])
+    assert (given.backend, given.auto_backend, given.parallel_k) == ("auto", False, [4, 1, 2])
+    assert resolved.validate(check_model=False) == resolved  # resolving again changes nothing
+    explicit = config(tmp_path).validate(check_model=False)
+    assert (explicit.backend, explicit.auto_backend, explicit.parallel_k) == ("transformers", False, None)
 
 
 def test_invalid_grader_is_rejected_naming_the_option(tmp_path):
@@ -344,7 +379,7 @@ def test_results_record_temperature_backend_and_prompt_template_for_comparisons(
 
 
 def test_a_mistyped_model_path_is_refused_before_anything_is_written(tmp_path):
-    from dler.eval.run import EvalSettingsError
+    from dler.eval.errors import EvalSettingsError
 
     with pytest.raises(EvalSettingsError, match="--model runs/my-modle/checkpoint-100: no such file or folder"):
         evaluate(config(tmp_path, model="runs/my-modle/checkpoint-100"))
@@ -357,7 +392,8 @@ def test_a_mistyped_model_path_is_refused_before_anything_is_written(tmp_path):
 
 
 def test_check_model_id(tmp_path, monkeypatch):
-    from dler.eval.run import EvalSettingsError, check_model_id
+    from dler.eval.errors import EvalSettingsError
+    from dler.eval.preflight import check_model_id
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(EvalSettingsError, match="has no config.json"):
@@ -390,7 +426,7 @@ def test_a_protocol_from_a_run_that_generated_nothing_does_not_block_the_correct
 
 
 def test_ctrl_c_keeps_what_was_written_and_reports_progress(tmp_path):
-    from dler.eval.run import EvalInterrupted
+    from dler.eval.errors import EvalInterrupted
 
     def ctrl_c_after(count):
         seen = []
@@ -414,7 +450,7 @@ def test_ctrl_c_keeps_what_was_written_and_reports_progress(tmp_path):
 
 
 def test_model_context_length_follows_vllm():
-    from dler.eval.run import model_context_length
+    from dler.eval.preflight import model_context_length
 
     assert model_context_length({"max_position_embeddings": 131072}) == 131072
     assert model_context_length({"max_position_embeddings": 4096, "seq_length": 2048}) == 2048
@@ -442,13 +478,13 @@ def test_auto_backend_on_cpu_warns_with_a_time_estimate_before_loading(tmp_path,
     import shutil
 
     import dler.eval.generate as G
-    import dler.eval.run as R
+    import dler.eval.preflight as P
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
     (model / "config.json").write_text(json.dumps(QWEN_1_5B))  # a 1.5B model's shape, the tiny tokenizer
     monkeypatch.setattr(G, "vllm_available", lambda: False)
-    monkeypatch.setattr(R, "_cuda_available", lambda: False)
+    monkeypatch.setattr(P, "_cuda_available", lambda: False)
 
     class Loading(Exception):
         pass
@@ -457,7 +493,7 @@ def test_auto_backend_on_cpu_warns_with_a_time_estimate_before_loading(tmp_path,
         raise Loading
 
     monkeypatch.setattr(G.TransformersBackend, "__init__", loading)
-    caplog.set_level("WARNING", logger="dler.eval.run")
+    caplog.set_level("WARNING", logger="dler.eval.preflight")
     with pytest.raises(Loading):
         evaluate(config(tmp_path, model=str(model), backend="auto", n=16, max_tokens=32768))
     (warning,) = [r.getMessage() for r in caplog.records if "falls back to transformers on the CPU" in r.getMessage()]
@@ -473,7 +509,7 @@ def test_auto_backend_on_cpu_warns_with_a_time_estimate_before_loading(tmp_path,
 
 
 def test_cpu_rate_estimate_is_in_a_plausible_range():
-    from dler.eval.run import cpu_tokens_per_second
+    from dler.eval.preflight import cpu_tokens_per_second
 
     assert 5 < cpu_tokens_per_second(1.5e9, 32, cores=8) < 200
     assert cpu_tokens_per_second(1e6, 32, cores=2) > 10_000
@@ -484,7 +520,7 @@ def test_an_engine_error_caused_by_ctrl_c_is_reported_as_the_interruption(tmp_pa
     SIGINT it is reported as the interruption (resume message), not as a crash."""
     import signal
 
-    from dler.eval.run import EvalInterrupted
+    from dler.eval.errors import EvalInterrupted
 
     class DyingEngine(ScriptedBackend):
         def generate(self, requests, settings):
@@ -512,7 +548,8 @@ def test_check_model_id_asks_the_hub_when_online(monkeypatch, caplog):
     import huggingface_hub
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-    import dler.eval.run as R
+    import dler.eval.preflight as P
+    from dler.eval.errors import EvalSettingsError
 
     response = SimpleNamespace(headers={}, request=None)
     answers = {
@@ -530,12 +567,12 @@ def test_check_model_id_asks_the_hub_when_online(monkeypatch, caplog):
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
-    monkeypatch.setattr(R, "_HUB_MODELS_SEEN", set())
-    with pytest.raises(R.EvalSettingsError, match="the hub has no model owner/missing"):
-        R.check_model_id("owner/missing")
-    R.check_model_id("owner/gated")  # exists; loading needs a token
-    R.check_model_id("owner/model")
-    R.check_model_id("owner/model")  # asked once
-    R.check_model_id("owner/flaky")  # the hub cannot be asked: the loader will tell
+    monkeypatch.setattr(P, "_HUB_MODELS_SEEN", set())
+    with pytest.raises(EvalSettingsError, match="the hub has no model owner/missing"):
+        P.check_model_id("owner/missing")
+    P.check_model_id("owner/gated")  # exists; loading needs a token
+    P.check_model_id("owner/model")
+    P.check_model_id("owner/model")  # asked once
+    P.check_model_id("owner/flaky")  # the hub cannot be asked: the loader will tell
     assert "could not check --model owner/flaky" in caplog.text
     assert asked == ["owner/missing", "owner/gated", "owner/model", "owner/flaky"]

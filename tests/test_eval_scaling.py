@@ -13,14 +13,10 @@ sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "eval"))
 from eval_fakes import CharTokenizer, ScriptedBackend  # noqa: E402
 
 from dler import cli  # noqa: E402
-from dler.eval.run import (  # noqa: E402
-    EvalConfig,
-    EvalInterrupted,
-    ResumeError,
-    evaluate,
-    evaluate_scaling,
-    scaling_entry,
-)
+from dler.eval.errors import EvalInterrupted, ResumeError  # noqa: E402
+from dler.eval.run import evaluate  # noqa: E402
+from dler.eval.scaling import evaluate_scaling, scaling_entry  # noqa: E402
+from dler.eval.settings import EvalConfig  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 ENTRY_KEYS = ["k", "pass_at_k", "pass_at_k_se", "mean_length", "latency_s", "latency_se", "problems"]
@@ -92,11 +88,16 @@ def test_scaling_run_writes_scaling_json_with_the_schema(tmp_path):
     assert backend.calls[0] == (1, 1, 16)
     assert backend.calls[1:] == [(1, 1, 40)] * 5 + [(1, 2, 40)] * 5
     protocol = saved["protocol"]
+    assert list(protocol) == ["model", "backend", "mode", "sampling", "prompt_template", "chat_template", "grader",
+                              "pass_at_k", "latency", "resume_key", "reproducibility", "config", "command",
+                              "sessions", "backend_info", "benchmarks", "limit", "versions", "hardware"]  # fmt: skip
+    assert list(protocol["sessions"][0]) == ["started", "warmup_s", "finished", "questions_timed", "reproducibility"]
     assert protocol["sampling"]["temperature"] == 0.6 and protocol["sampling"]["ks"] == [1, 2]
     assert protocol["backend"] == "scripted" and "{problem}" in protocol["prompt_template"]
     assert "wall-clock" in protocol["latency"] and protocol["sessions"][0]["warmup_s"] >= 0
     assert protocol["benchmarks"]["aime24"]["dataset_revision"].startswith("sha256:")
     line = json.loads((tmp_path / "run" / "scaling" / "aime24.k2.jsonl").read_text().splitlines()[0])
+    assert list(line)[:3] == ["k", "latency_s", "benchmark"] and len(line) == 16
     assert line["k"] == 2 and len(line["responses"]) == 2 and line["latency_s"] > 0
 
 
@@ -130,12 +131,12 @@ def test_scaling_rerun_is_a_no_op_and_an_interrupted_run_resumes(tmp_path):
 
 
 def test_scaling_resume_refuses_settings_or_gpus_that_change_the_timing(tmp_path, monkeypatch):
-    import dler.eval.run as R
+    import dler.eval.scaling as S
 
     evaluate_scaling(config(tmp_path, limit=1), backend=Timed(answer_on_sample), tokenizer=CharTokenizer())
     with pytest.raises(ResumeError, match="max_tokens: 40 there, 64 now"):
         evaluate_scaling(config(tmp_path, max_tokens=64), backend=Timed(answer_on_sample), tokenizer=CharTokenizer())
-    monkeypatch.setattr(R, "_gpu_names", lambda: ["NVIDIA H100 80GB HBM3"])
+    monkeypatch.setattr(S, "_gpu_names", lambda: ["NVIDIA H100 80GB HBM3"])
     with pytest.raises(ResumeError, match=r"gpus: \[\] there, \['NVIDIA H100 80GB HBM3'\] now"):
         evaluate_scaling(config(tmp_path), backend=Timed(answer_on_sample), tokenizer=CharTokenizer())
 

@@ -11,7 +11,9 @@ sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "eval"))
 from eval_fakes import FAKE_VLLM_DIR, CharTokenizer, load_fake_vllm  # noqa: E402
 
 from dler.eval import generate as G  # noqa: E402
-from dler.eval.generate import Request, SamplingSettings, VLLMBackend  # noqa: E402
+from dler.eval import vllm_backend as V  # noqa: E402
+from dler.eval.generate import Request, SamplingSettings  # noqa: E402
+from dler.eval.vllm_backend import VLLMBackend  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 
@@ -111,15 +113,13 @@ def test_invalid_options_fail_before_vllm_starts(fake_vllm):
     assert fake_vllm.LLM.instances == []
 
 
-def test_dp_device_groups_and_shards():
-    assert G.dp_device_groups(2, 1) == ["0", "1"]
-    assert G.dp_device_groups(2, 2) == ["0,1", "2,3"]
-    assert G.dp_device_groups(2, 2, "4,5,6,7") == ["4,5", "6,7"]
-    assert G.dp_device_groups(2, 1, "3,5,7") == ["3", "5"]
+def test_dp_device_groups():
+    assert V.dp_device_groups(2, 1) == ["0", "1"]
+    assert V.dp_device_groups(2, 2) == ["0,1", "2,3"]
+    assert V.dp_device_groups(2, 2, "4,5,6,7") == ["4,5", "6,7"]
+    assert V.dp_device_groups(2, 1, "3,5,7") == ["3", "5"]
     with pytest.raises(ValueError, match="needs 4 GPUs, but CUDA_VISIBLE_DEVICES lists 2"):
-        G.dp_device_groups(2, 2, "0,1")
-    assert G.split_evenly(list(range(5)), 2) == [[0, 1, 2], [3, 4]]
-    assert G.split_evenly([1], 3) == [[1], [], []]
+        V.dp_device_groups(2, 2, "0,1")
 
 
 def test_data_parallel_engines_run_in_their_own_processes_on_their_own_gpus(monkeypatch):
@@ -186,7 +186,7 @@ def model_dir(tmp_path, **config):
 
 
 def vllm_config(tmp_path, **kw):
-    from dler.eval.run import EvalConfig
+    from dler.eval.settings import EvalConfig
 
     settings = dict(model=model_dir(tmp_path, max_position_embeddings=4096), output_dir=str(tmp_path / "run"),
                     benchmarks=["math500", "amc"], n=2, max_tokens=64, backend="vllm", data_dir=str(FIXTURES),
@@ -219,7 +219,8 @@ def test_eval_loop_through_the_vllm_backend(tmp_path, fake_vllm):
 
 
 def test_seed_per_request_in_the_eval_loop(tmp_path, fake_vllm):
-    from dler.eval.run import derive_seed, evaluate
+    from dler.eval.protocol import derive_seed
+    from dler.eval.run import evaluate
 
     out = evaluate(vllm_config(tmp_path, seed_per_request=True), tokenizer=CharTokenizer())
     (call,) = fake_vllm.LLM.instances[0].calls
@@ -229,7 +230,8 @@ def test_seed_per_request_in_the_eval_loop(tmp_path, fake_vllm):
 
 
 def test_resuming_a_run_with_another_seeding_is_refused_naming_the_flag(tmp_path, fake_vllm):
-    from dler.eval.run import ResumeError, evaluate
+    from dler.eval.errors import ResumeError
+    from dler.eval.run import evaluate
 
     evaluate(vllm_config(tmp_path), tokenizer=CharTokenizer())
     with pytest.raises(ResumeError, match="seeding: 'engine' there, 'request' now .*--seed-per-request"):
@@ -251,7 +253,8 @@ def test_reproducible_records_batch_invariance_in_the_protocol(tmp_path, fake_vl
 def test_max_model_len_is_checked_with_the_tokenizer_before_loading(tmp_path, fake_vllm):
     """The longest prompt + --max-tokens must fit --max-model-len (vLLM would cut responses silently), and the
     model's own context when --max-model-len is not given; nothing is loaded or written before the check."""
-    from dler.eval.run import EvalSettingsError, evaluate
+    from dler.eval.errors import EvalSettingsError
+    from dler.eval.run import evaluate
 
     too_small = r"--max-model-len 100 is too small: the longest prompt \(math500 problem \d\) has \d+ tokens .* Use"
     with pytest.raises(EvalSettingsError, match=too_small):

@@ -12,18 +12,18 @@ Python API (modules load lazily; `dler.eval.metrics` needs only numpy):
 
 _LAZY = {
     "pass_at_k": "dler.eval.metrics",
-    "majority_vote": "dler.eval.metrics",
+    "majority_vote": "dler.eval.majority",
     "summarize": "dler.eval.metrics",
     "Benchmark": "dler.eval.benchmarks",
     "BENCHMARKS": "dler.eval.benchmarks",
     "register_benchmark": "dler.eval.benchmarks",
-    "EvalConfig": "dler.eval.run",
+    "EvalConfig": "dler.eval.settings",
     "evaluate": "dler.eval.run",
-    "GenerationStore": "dler.eval.run",
+    "GenerationStore": "dler.eval.store",
     "TransformersBackend": "dler.eval.generate",
-    "VLLMBackend": "dler.eval.generate",
+    "VLLMBackend": "dler.eval.vllm_backend",
     "SamplingSettings": "dler.eval.generate",
-    "find_runs": "dler.eval.report",
+    "find_runs": "dler.eval.run_folders",
 }
 
 __all__ = sorted(_LAZY)

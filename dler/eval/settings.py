@@ -1,0 +1,110 @@
+"""`EvalConfig`: everything `dler eval` does, and its validation into the settings a run actually uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from dler.eval.benchmarks import DEFAULT_BENCHMARKS, R1_PROMPT_TEMPLATE, check_local_files, parse_benchmarks
+from dler.eval.generate import SamplingSettings, resolve_backend
+from dler.eval.preflight import check_model_id
+from dler.rewards import check_grader
+
+
+@dataclass
+class EvalConfig:
+    """Everything `dler eval` does. Defaults are the DLER paper's protocol (vLLM, T=0.6, top_p=0.95, 32k, n=16)."""
+
+    model: str
+    output_dir: str
+    benchmarks: list[str] = field(default_factory=lambda: list(DEFAULT_BENCHMARKS))
+    n: int = 16
+    temperatures: list[float] = field(default_factory=lambda: [0.6])
+    top_p: float = 0.95
+    max_tokens: int = 32768
+    backend: str = "auto"
+    seed: int = 0
+    data_dir: str | None = None
+    limit: int | None = None
+    chunk_size: int | None = None  # transformers: problems per generation call; None: max(1, 32 // n)
+    prompt_template: str = R1_PROMPT_TEMPLATE
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = 0.9
+    dtype: str = "auto"
+    enforce_eager: bool = False
+    grader_workers: int | None = None  # None: the math reward's default pool; 0: grade in this process
+    grader: str = "dler"  # "dler" or "released" (DLER's released reward); see dler.rewards.MathReward
+    progress: bool = True
+    # test-time scaling mode (evaluate_scaling): for each K, one request with n=K per question, timed
+    parallel_k: list[int] | None = None
+    seed_per_request: bool = False  # vLLM: SamplingParams(seed=) per problem (slower sampling path)
+    reproducible: bool = False  # vLLM: VLLM_BATCH_INVARIANT=1 and per-request seeds
+    auto_backend: bool = False  # set by validate(): the backend was chosen by --backend auto
+
+    def validate(self, check_model: bool = True) -> EvalConfig:
+        """Check every setting, benchmark file and (with `check_model`) the model path or hub id, before anything
+        is written or any model is loaded. Returns the resolved copy a run uses: the backend chosen for
+        `--backend auto`, the K values sorted. Resolving a resolved config changes nothing."""
+        benchmarks = parse_benchmarks(self.benchmarks)
+        check_grader(self.grader, "--grader")
+        if self.data_dir is not None:
+            check_local_files(benchmarks, self.data_dir)
+        if not self.temperatures:
+            raise ValueError("give at least one temperature")
+        if len(set(self.temperatures)) != len(self.temperatures):
+            raise ValueError(f"duplicate temperatures: {self.temperatures}")
+        for t in self.temperatures:
+            SamplingSettings(self.n, t, self.top_p, self.max_tokens)  # raises on a bad value
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {self.limit}")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ValueError(f"--chunk-size must be >= 1, got {self.chunk_size}")
+        if self.tensor_parallel_size < 1 or self.data_parallel_size < 1:
+            raise ValueError("--tensor-parallel-size and --data-parallel-size must be >= 1")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"--gpu-memory-utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError(f"--max-model-len must be >= 1, got {self.max_model_len}")
+        if "{problem}" not in self.prompt_template:
+            raise ValueError("the prompt template must contain {problem}")
+        if Path(self.output_dir).exists() and not Path(self.output_dir).is_dir():
+            raise ValueError(f"--output-dir {self.output_dir} exists and is not a directory")
+        parallel_k = self._check_scaling() if self.parallel_k is not None else None
+        backend = resolve_backend(self.backend)
+        if backend != "vllm" and (self.tensor_parallel_size > 1 or self.data_parallel_size > 1):
+            raise ValueError("--tensor-parallel-size / --data-parallel-size need --backend vllm")
+        if check_model:
+            check_model_id(self.model)
+        return replace(
+            self, backend=backend, auto_backend=self.auto_backend or self.backend == "auto", parallel_k=parallel_k
+        )
+
+    def _check_scaling(self) -> list[int]:
+        """The K values of the test-time scaling mode, checked and sorted."""
+        ks = self.parallel_k
+        if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
+            raise ValueError(f"--parallel-k takes positive integers, e.g. 1,2,4,8; got {ks}")
+        if len(set(ks)) != len(ks):
+            raise ValueError(f"duplicate values in --parallel-k: {ks}")
+        if len(self.temperatures) != 1 or self.temperatures[0] == 0:
+            raise ValueError(
+                "--parallel-k samples K responses at one temperature > 0 (greedy decoding would repeat one "
+                f"response K times); got --temperature {','.join(f'{t:g}' for t in self.temperatures)}"
+            )
+        if self.data_parallel_size != 1:
+            raise ValueError("--parallel-k times one question at a time on one engine: use --data-parallel-size 1")
+        return sorted(ks)
+
+    def chunk(self) -> int:
+        if self.chunk_size is not None:
+            return self.chunk_size
+        return 256 if self.backend == "vllm" else max(1, 32 // self.n)
+
+    def run_dirs(self) -> list[tuple[float, Path]]:
+        """(temperature, directory) per run: the output directory itself, or one `t<T>` folder per temperature."""
+        root = Path(self.output_dir)
+        if len(self.temperatures) == 1:
+            return [(self.temperatures[0], root)]
+        return [(t, root / f"t{t:g}") for t in self.temperatures]
