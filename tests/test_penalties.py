@@ -5,20 +5,28 @@ import math
 import shutil
 import sys
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
 
 from dler.penalties import (
     BUILTIN_PENALTIES,
+    CosinePenalty,
+    KimiPenalty,
     LengthPenalty,
     RolloutGroup,
+    ThinkPrunePenalty,
+    TruncationPenalty,
     add_length_targets,
     available_penalties,
     describe_penalties,
     get_penalty,
+    param,
     penalties_table,
+    penalty_params,
     register_penalty,
 )
 from dler.penalties import registry as registry_module
@@ -410,8 +418,11 @@ def test_every_penalty_is_finite_float32_and_json_state(name):
     for g in generic_groups().values():
         out = penalty(g)
         assert out.dtype == torch.float32 and out.shape == (4,) and torch.isfinite(out).all()
-    assert json.loads(json.dumps(penalty.state_dict())) == penalty.state_dict()
-    penalty.load_state_dict(json.loads(json.dumps(penalty.state_dict())))
+    state = penalty.state_dict()
+    assert json.loads(json.dumps(state)) == state
+    restored = get_penalty(name, **params)
+    restored.load_state_dict(json.loads(json.dumps(state)))
+    assert restored.state_dict() == state
 
 
 # ---------------------------------------------------------------------------------------------------- registry
@@ -439,7 +450,11 @@ def test_out_of_range_and_wrong_types():
         ("efficient", {"alpha": 1.5}, r"alpha=1.5 is out of range: allowed alpha >= 0.0 and alpha < 1.0"),
         ("soft_overlong", {"buffer": 0}, r"buffer=0 is out of range: allowed buffer >= 1"),
         ("thinkprune", {"budgets": [4000, -1], "stage_steps": [5]}, r"budgets\[1\]=-1 is out of range"),
-        ("truncation", {"truncated_reward_scale": 2}, r"truncated_reward_scale must be in \[0, 1\], got 2"),
+        (
+            "truncation",
+            {"truncated_reward_scale": 2},
+            r"truncated_reward_scale=2.0 is out of range: allowed .* <= 1.0",
+        ),
         ("kimi", {"coef": "big"}, r"coef must be float, got 'big'"),
         ("cosine", {"max_length": 4000.5}, r"max_length must be int or None"),
         ("l1_max", {"variant": "v2"}, r"variant='v2' is not allowed: must be one of \('paper', 'released'\)"),
@@ -456,11 +471,23 @@ def test_parameters_from_yaml_or_json_are_coerced():
     assert get_penalty("kimi", coef=1).coef == 1.0 and isinstance(get_penalty("kimi", coef=1).coef, float)
     p = get_penalty("thinkprune", budgets=[4000.0, 2000], stage_steps=[5])
     assert p.budgets == (4000, 2000) and p.stage_steps == (5,)
+    assert all(type(b) is int for b in p.budgets)
     assert get_penalty("cosine", max_length=4000.0).max_length == 4000
+    assert type(get_penalty("cosine", max_length=4000.0).max_length) is int
+    assert get_penalty("laser_d", grid=[100, 200]).grid == (100, 200)
+
+
+def test_parameters_are_checked_when_the_penalty_is_built():
+    """Built directly, without the registry, a penalty is checked and coerced just the same."""
+    assert type(KimiPenalty(coef=1).coef) is float and ThinkPrunePenalty(budgets=[3], stage_steps=[]).budgets == (3,)
+    with pytest.raises(ValueError, match=r"penalty 'truncation': truncated_reward_scale=1.5 is out of range"):
+        TruncationPenalty(1.5)
+    with pytest.raises(ValueError, match="min_correct <= max_correct"):
+        CosinePenalty(min_correct=3.0)
 
 
 def test_register_penalty_refuses_duplicates(clean_registry):
-    class Mine(LengthPenalty):
+    class Mine(LengthPenalty):  # no parameters: LengthPenalty's dataclass is enough
         def __call__(self, group):
             return group.correctness.float()
 
@@ -475,12 +502,53 @@ def test_register_penalty_refuses_duplicates(clean_registry):
         register_penalty("mine_test")(Other)
     with pytest.raises(ValueError, match="already registered"):
         register_penalty("cosine")(Other)
-    with pytest.raises(ValueError, match="declares name"):
+    with pytest.raises(ValueError, match=r"Mine is already registered as 'mine_test'"):
         register_penalty("another_name")(Mine)
+    assert available_penalties().count("mine_test") == 1 and "another_name" not in available_penalties()
     with pytest.raises(TypeError, match="not a dler.penalties.LengthPenalty"):
         register_penalty("nope_test")(dict)
     with pytest.raises(ValueError, match="penalty name"):
         register_penalty("has space")
+
+
+def test_register_penalty_takes_only_dataclass_penalties_named_by_the_registry(clean_registry):
+    """One way to declare a penalty: dataclass fields for the parameters, the name from `register_penalty`."""
+
+    class KeywordInit(LengthPenalty):
+        def __init__(self, scale: float = 0.5):
+            self.scale = scale
+
+        def __call__(self, group):
+            return group.correctness.float()
+
+    class Undecorated(LengthPenalty):
+        scale: float = 0.5
+
+        def __call__(self, group):
+            return group.correctness.float()
+
+    @dataclass(eq=False)
+    class Named(LengthPenalty):
+        name = "named_test"
+
+        def __call__(self, group):
+            return group.correctness.float()
+
+    with pytest.raises(TypeError, match=r"KeywordInit has parameters that are not dataclass fields \(__init__\)"):
+        register_penalty("keyword_test")(KeywordInit)
+    with pytest.raises(TypeError, match=r"\(scale\): decorate the class with @dataclass\(eq=False\)"):
+        register_penalty("undecorated_test")(Undecorated)
+    with pytest.raises(TypeError, match=r"sets name = 'named_test' itself"):
+        register_penalty("named_test")(Named)
+    assert not {"keyword_test", "undecorated_test", "named_test"} & set(available_penalties())
+
+    @register_penalty("fields_test")
+    @dataclass(eq=False)
+    class Fields(Undecorated):
+        scale: float = param(0.5, ge=0.0)
+        label: ClassVar[str] = "not a parameter"
+
+    assert get_penalty("fields_test", scale=2).scale == 2.0 and penalty_params(Fields) == {"scale": 0.5}
 
 
 def test_docs_table_lists_every_penalty():
@@ -519,6 +587,16 @@ def test_entry_point_plugin(tmp_path, monkeypatch, clean_registry, request):
     with pytest.raises(ValueError, match=r"scale=2.0 is out of range"):
         get_penalty("example_half", scale=2)
     assert any(row["name"] == "example_half" for row in describe_penalties())
+
+
+def test_plugin_that_is_not_a_penalty_names_its_entry_point(tmp_path, monkeypatch, clean_registry):
+    write_distribution(tmp_path, "dler-odd-plugin", {"odd_one": "json:dumps"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry_module._plugins_loaded = False
+    with pytest.raises(
+        RuntimeError, match=r"entry point 'odd_one' = 'json:dumps'.*not a dler.penalties.LengthPenalty"
+    ):
+        available_penalties()
 
 
 def test_broken_plugin_names_its_entry_point(tmp_path, monkeypatch, clean_registry):

@@ -42,7 +42,7 @@ def test_bad_scale_and_incomplete_plugin():
     class Incomplete(LengthPenalty):
         name = "incomplete"
 
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="abstract"):
         Incomplete()
 
 

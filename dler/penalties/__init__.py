@@ -12,13 +12,12 @@ from dler.penalties.efficient import EfficientPenalty
 from dler.penalties.kimi import KimiPenalty
 from dler.penalties.l1 import L1ExactPenalty, L1MaxPenalty, add_length_targets
 from dler.penalties.laser import LaserDEPenalty, LaserDPenalty, LaserPenalty
+from dler.penalties.params import param
 from dler.penalties.registry import (
     ENTRY_POINT_GROUP,
     available_penalties,
-    check_params,
     describe_penalties,
     get_penalty,
-    param,
     penalties_table,
     penalty_class,
     penalty_params,
@@ -62,7 +61,6 @@ __all__ = [
     "TruncationPenalty",
     "add_length_targets",
     "available_penalties",
-    "check_params",
     "describe_penalties",
     "get_penalty",
     "param",

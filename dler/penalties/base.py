@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from dler.penalties.params import check_fields
+
 
 @dataclass
 class RolloutGroup:
@@ -36,14 +38,35 @@ class RolloutGroup:
         return (self.lengths > self.budget) | ~self.finished
 
 
-class LengthPenalty(ABC):
-    """Base class: subclasses set `name` and implement `__call__`.
+def generation_cap(who: str, max_length: int | None, group: RolloutGroup) -> int:
+    """Lmax of penalties defined relative to it: their own `max_length` if set, else the group's generation cap."""
+    lmax = max_length if max_length is not None else group.max_length
+    if lmax is None:
+        raise ValueError(f"{who} needs Lmax: set max_length or give the group a generation cap (max_length)")
+    return lmax
 
-    Penalties with state (a schedule, adaptive targets) override `state_dict` / `load_state_dict`; the trainer stores
-    that state (JSON-serialisable) in every checkpoint and restores it on resume.
+
+@dataclass(eq=False)
+class LengthPenalty(ABC):
+    """Base class: a dataclass whose fields are its parameters (made with `param()`); subclasses implement `__call__`.
+
+    The fields are checked and coerced once, when the penalty is built, then `check()` runs the cross-field checks.
+    `register_penalty` sets `name`; `formula` and `reference` feed the docs table. Penalties with state (a schedule,
+    adaptive targets) override `state_dict` / `load_state_dict`; the trainer stores that state (JSON-serialisable)
+    in every checkpoint and restores it on resume.
     """
 
     name: ClassVar[str] = ""
+    formula: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+
+    def __post_init__(self):
+        check_fields(self)
+        self.check()
+
+    def check(self) -> None:
+        """Checks across parameters, after each was checked on its own: raise ValueError naming them."""
+        return None
 
     @abstractmethod
     def __call__(self, group: RolloutGroup) -> torch.Tensor:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
-from dler.penalties.base import LengthPenalty, RolloutGroup
-from dler.penalties.registry import check_params, param, register_penalty
+from dler.penalties.base import LengthPenalty, RolloutGroup, generation_cap
+from dler.penalties.params import param
+from dler.penalties.registry import register_penalty
 
 
 @register_penalty("cosine")
@@ -41,8 +42,7 @@ class CosinePenalty(LengthPenalty):
     exceed_reward: float = param(-10.0)
     exceed_margin: int = param(16, ge=0, help="tokens before Lmax from which a response exceeds (released: 16)")
 
-    def __post_init__(self):
-        check_params(self)
+    def check(self) -> None:
         if self.min_correct > self.max_correct or self.min_wrong > self.max_wrong:
             raise ValueError(
                 f"cosine: need min_correct <= max_correct and min_wrong <= max_wrong, got {self.min_correct}, "
@@ -50,9 +50,7 @@ class CosinePenalty(LengthPenalty):
             )
 
     def __call__(self, group: RolloutGroup) -> torch.Tensor:
-        lmax = self.max_length if self.max_length is not None else group.max_length
-        if lmax is None:
-            raise ValueError("cosine needs Lmax: set max_length or give the group a generation cap (max_length)")
+        lmax = generation_cap("cosine", self.max_length, group)
         lengths = group.lengths.to(torch.float64)
         correct = group.correctness > 0
         f64 = torch.float64

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from dler.penalties.base import LengthPenalty, RolloutGroup
-from dler.penalties.registry import check_params, param, register_penalty
+from dler.penalties.base import LengthPenalty, RolloutGroup, generation_cap
+from dler.penalties.params import param
+from dler.penalties.registry import register_penalty
 
 
 @register_penalty("soft_overlong")
@@ -40,9 +41,6 @@ class SoftOverlongPenalty(LengthPenalty):
     correct_reward: float = param(1.0, help="R of a correct answer (c = 1)")
     wrong_reward: float = param(-1.0, help="R of a wrong answer (c = 0); DAPO's -1")
 
-    def __post_init__(self):
-        check_params(self)
-
     def check_cap(self, max_length: int | None) -> None:
         lmax = self.max_length if self.max_length is not None else max_length
         if lmax is not None and self.buffer > lmax:
@@ -52,11 +50,7 @@ class SoftOverlongPenalty(LengthPenalty):
             )
 
     def __call__(self, group: RolloutGroup) -> torch.Tensor:
-        lmax = self.max_length if self.max_length is not None else group.max_length
-        if lmax is None:
-            raise ValueError(
-                "soft_overlong needs Lmax: set max_length or give the group a generation cap (max_length)"
-            )
+        lmax = generation_cap("soft_overlong", self.max_length, group)
         if self.buffer > lmax:
             raise ValueError(f"soft_overlong: buffer B={self.buffer} exceeds Lmax={lmax}; choose buffer <= {lmax}")
         lengths = group.lengths.to(torch.float32)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from dler.penalties.base import LengthPenalty, RolloutGroup
-from dler.penalties.registry import check_params, param, register_penalty
+from dler.penalties.params import param
+from dler.penalties.registry import register_penalty
 
 
 @register_penalty("efficient")
@@ -27,9 +28,6 @@ class EfficientPenalty(LengthPenalty):
 
     alpha: float = param(0.1, ge=0.0, lt=1.0, help="strength of the length penalty")
     eps: float = param(1e-7, gt=0.0)
-
-    def __post_init__(self):
-        check_params(self)
 
     def __call__(self, group: RolloutGroup) -> torch.Tensor:
         correctness = group.correctness.to(torch.float64)

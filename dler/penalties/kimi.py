@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from dler.penalties.base import LengthPenalty, RolloutGroup
-from dler.penalties.registry import check_params, param, register_penalty
+from dler.penalties.params import param
+from dler.penalties.registry import register_penalty
 
 
 @register_penalty("kimi")
@@ -28,9 +29,6 @@ class KimiPenalty(LengthPenalty):
     reference = "Kimi k1.5, Kimi Team 2025, arXiv 2501.12599"
 
     coef: float = param(0.4, ge=0.0, help="weight of the length reward")
-
-    def __post_init__(self):
-        check_params(self)
 
     def __call__(self, group: RolloutGroup) -> torch.Tensor:
         lengths = group.lengths.to(torch.float64)

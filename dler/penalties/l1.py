@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from dler.penalties.base import LengthPenalty, RolloutGroup
-from dler.penalties.registry import check_params, param, register_penalty
+from dler.penalties.params import param
+from dler.penalties.registry import register_penalty
 
 L1_PROMPT = "Think for {n} tokens."
 
@@ -57,9 +58,6 @@ class L1ExactPenalty(LengthPenalty):
     alpha: float = param(0.0003, ge=0.0)
     target_column: str = param("target_length", help="prompt column holding n_target")
 
-    def __post_init__(self):
-        check_params(self)
-
     def __call__(self, group: RolloutGroup) -> torch.Tensor:
         target = read_target(group, self.target_column, "l1_exact")
         lengths = group.lengths.to(torch.float64)
@@ -86,9 +84,6 @@ class L1MaxPenalty(LengthPenalty):
     delta: float = param(0.5)
     variant: str = param("paper", choices=("paper", "released"))
     target_column: str = param("target_length", help="prompt column holding n_target")
-
-    def __post_init__(self):
-        check_params(self)
 
     def __call__(self, group: RolloutGroup) -> torch.Tensor:
         target = read_target(group, self.target_column, "l1_max")

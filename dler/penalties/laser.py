@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from dler.penalties.base import LengthPenalty, RolloutGroup
-from dler.penalties.registry import check_params, param, register_penalty
+from dler.penalties.params import param
+from dler.penalties.registry import register_penalty
 
 BANDS = ("low", "medium", "high")
 _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -102,9 +103,6 @@ class LaserPenalty(LengthPenalty):
     think_end: str = param("</think>", help="marker that closes the thinking; '' = no check")
     require_boxed: bool = param(True, help="a \\boxed{} answer after think_end is required")
 
-    def __post_init__(self):
-        check_params(self)
-
     def _scores(self, group: RolloutGroup) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Base scores, correct-and-formatted mask, formatted mask."""
         size = group.correctness.numel()
@@ -173,10 +171,13 @@ class LaserDPenalty(LaserPenalty):
     grid: tuple[int, ...] = param(tuple(range(4096, 16384 + 1, 1024)), ge=1, help="candidate targets, increasing")
     expected_correct: int = param(1, ge=1, help="correct rollouts a target must keep (released expected_n_correct)")
 
-    def __post_init__(self):
-        super().__post_init__()
+    def check(self) -> None:
+        super().check()
         if any(b <= a for a, b in zip(self.grid, self.grid[1:], strict=False)):
             raise ValueError(f"{self.name}: grid must increase, got {list(self.grid)}")
+
+    def __post_init__(self):
+        super().__post_init__()
         self.targets: dict[str, int | None] | None = None  # a band's None: no limit
         self._reset_window(None)
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from dler.penalties.base import LengthPenalty, RolloutGroup
-from dler.penalties.registry import check_params, param, register_penalty
+from dler.penalties.params import param
+from dler.penalties.registry import register_penalty
 
 
 @register_penalty("shorterbetter")
@@ -26,9 +27,6 @@ class ShorterBetterPenalty(LengthPenalty):
 
     alpha: float = param(2.0, ge=0.0, help="weight of correctness")
     beta: float = param(0.001, ge=0.0, help="penalty per token away from L_sol")
-
-    def __post_init__(self):
-        check_params(self)
 
     def __call__(self, group: RolloutGroup) -> torch.Tensor:
         correctness = group.correctness.to(torch.float64)

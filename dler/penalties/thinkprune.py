@@ -8,13 +8,14 @@ the decoded response, however it ended).
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from dler.penalties.base import LengthPenalty, RolloutGroup
-from dler.penalties.registry import check_params, param, register_penalty
+from dler.penalties.params import param
+from dler.penalties.registry import register_penalty
 
 
 @register_penalty("thinkprune")
@@ -39,9 +40,9 @@ class ThinkPrunePenalty(LengthPenalty):
     stage_steps: tuple[int, ...] = param(
         (100, 200), ge=0, min_items=0, help="optimizer step at which each later stage starts"
     )
+    stage: int = field(default=0, init=False)  # state: the current stage, saved in checkpoints
 
-    def __post_init__(self):
-        check_params(self)
+    def check(self) -> None:
         if len(self.stage_steps) != len(self.budgets) - 1:
             raise ValueError(
                 f"thinkprune: stage_steps needs one step per stage after the first ({len(self.budgets) - 1} for "
@@ -49,7 +50,6 @@ class ThinkPrunePenalty(LengthPenalty):
             )
         if any(b <= a for a, b in zip(self.stage_steps, self.stage_steps[1:], strict=False)):
             raise ValueError(f"thinkprune: stage_steps must increase, got {list(self.stage_steps)}")
-        self.stage = 0
 
     @property
     def budget(self) -> int:

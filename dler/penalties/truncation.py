@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from dler.penalties.base import LengthPenalty, RolloutGroup
+from dler.penalties.params import param
 from dler.penalties.registry import register_penalty
 
 
 @register_penalty("truncation")
+@dataclass(eq=False)
 class TruncationPenalty(LengthPenalty):
     """`reward = c` if the response finished within its budget, else `c * truncated_reward_scale`.
 
@@ -17,16 +21,10 @@ class TruncationPenalty(LengthPenalty):
     script uses 0.1 (verl's `stop_properly_penalty.penalty_coef`).
     """
 
-    name = "truncation"
     formula = "c if L <= budget and EOS, else c * truncated_reward_scale; budget = group budget"
     reference = "DLER (NVIDIA, 2025), arXiv 2510.15110"
 
-    def __init__(self, truncated_reward_scale: float = 0.0):
-        if isinstance(truncated_reward_scale, bool) or not isinstance(truncated_reward_scale, (int, float)):
-            raise ValueError(f"truncated_reward_scale must be a number, got {truncated_reward_scale!r}")
-        if not 0.0 <= truncated_reward_scale <= 1.0:
-            raise ValueError(f"truncated_reward_scale must be in [0, 1], got {truncated_reward_scale}")
-        self.truncated_reward_scale = float(truncated_reward_scale)
+    truncated_reward_scale: float = param(0.0, ge=0.0, le=1.0, help="share of c an over-budget response keeps")
 
     def __call__(self, group: RolloutGroup) -> torch.Tensor:
         correctness = group.correctness.to(torch.float32)

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dler.penalties import LengthPenalty, RolloutGroup, check_params, param
+from dler.penalties import LengthPenalty, RolloutGroup, param
 
 
 @dataclass(eq=False)
@@ -15,9 +15,6 @@ class HalfPenalty(LengthPenalty):
     reference = "dler example plugin"
 
     scale: float = param(0.5, ge=0.0, le=1.0)
-
-    def __post_init__(self):
-        check_params(self)
 
     def __call__(self, group: RolloutGroup) -> torch.Tensor:
         return group.correctness.float() * torch.where(group.over_budget, self.scale, 1.0)
