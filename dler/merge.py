@@ -17,28 +17,26 @@ fraction kept). Tensors that are not floating point keep the base's value.
 from __future__ import annotations
 
 import json
-import logging
 import math
-import os
 import shutil
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
-logger = logging.getLogger(__name__)
+from dler.merge_files import (
+    DTYPE_BYTES,
+    AdapterCheckpoint,
+    Checkpoint,
+    MergeError,
+    open_tuned,
+    resolve,
+    write_safetensors,
+)
 
-INDEX = "model.safetensors.index.json"
-SINGLE = "model.safetensors"
 REPORT = "merge_report.json"
 SELECTIONS = ("global", "tensor")
 CHUNK = 1 << 24  # elements per slice when scanning a tensor (64 MiB of float32)
-
-
-class MergeError(ValueError):
-    """Inputs that cannot be merged: raised before anything is written."""
 
 
 # ---------------------------------------------------------------- the rule, on tensors
@@ -152,125 +150,7 @@ def check_tensors(base: dict[str, tuple], tuned: dict[str, tuple]) -> None:
         raise MergeError(f"tensor shapes differ ({'; '.join(shapes[:5])}). Merge a model with its own fine-tune.")
 
 
-# ---------------------------------------------------------------- checkpoints on disk
-@dataclass
-class Checkpoint:
-    """A safetensors checkpoint folder: which file holds each tensor, its shape and dtype."""
-
-    path: Path
-    files: dict[str, str]  # tensor name -> file name
-    meta: dict[str, tuple]  # tensor name -> (shape, dtype)
-
-    @staticmethod
-    def open(path: str | Path) -> Checkpoint:
-        path = Path(path)
-        if (path / INDEX).exists():
-            files = json.loads((path / INDEX).read_text())["weight_map"]
-        elif (path / SINGLE).exists():
-            with safe_open(path / SINGLE, "pt") as f:
-                files = dict.fromkeys(f.keys(), SINGLE)
-        else:
-            raise MergeError(f"{path} has neither {INDEX} nor {SINGLE}: not a safetensors model folder")
-        meta = {}
-        for name in sorted(set(files.values())):
-            with safe_open(path / name, "pt") as f:
-                for key in f.keys():
-                    if files.get(key) == name:
-                        view = f.get_slice(key)
-                        meta[key] = (tuple(view.get_shape()), view.get_dtype())
-        return Checkpoint(path, files, meta)
-
-    def architectures(self) -> list[str] | None:
-        config = self.path / "config.json"
-        return json.loads(config.read_text()).get("architectures") if config.exists() else None
-
-    def tensor(self, name: str) -> torch.Tensor:
-        """One tensor, copied out of its file; the file is unmapped again at once, so reading a model one tensor at
-        a time never keeps more than that tensor resident."""
-        with safe_open(self.path / self.files[name], "pt") as f:
-            return f.get_tensor(name)
-
-    def shards(self) -> dict[str, list[str]]:
-        """File name -> the tensors it holds, in file order."""
-        out = defaultdict(list)
-        for name, file in self.files.items():
-            out[file].append(name)
-        return dict(out)
-
-
-class AdapterCheckpoint(Checkpoint):
-    """A PEFT LoRA adapter read as the tuned model: each targeted weight is `base + (B @ A) * alpha / r` (rsLoRA:
-    `alpha / sqrt(r)`), computed one tensor at a time; every other tensor is the base's."""
-
-    def __init__(self, path: Path, base: Checkpoint):
-        config = json.loads((path / "adapter_config.json").read_text())
-        if config.get("peft_type", "LORA") != "LORA" or config.get("use_dora"):
-            raise MergeError(
-                f"--tuned {path}: only plain LoRA adapters can be merged (got {config.get('peft_type')}, "
-                f"use_dora={config.get('use_dora')}); merge it into a full model with PEFT first"
-            )
-        if config.get("fan_in_fan_out"):
-            raise MergeError(
-                f"--tuned {path}: fan_in_fan_out adapters (Conv1D layers) are not supported; merge it "
-                "into a full model with PEFT first"
-            )
-        if config.get("rank_pattern") or config.get("alpha_pattern"):
-            raise MergeError(
-                f"--tuned {path}: per-module ranks (rank_pattern/alpha_pattern) are not supported; "
-                "merge it into a full model with PEFT first"
-            )
-        r, alpha = config["r"], config.get("lora_alpha", config["r"])
-        self.scaling = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
-        weights = path / "adapter_model.safetensors"
-        if not weights.exists():
-            raise MergeError(f"--tuned {path}: no adapter_model.safetensors")
-        self.lora: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
-        with safe_open(weights, "pt") as f:
-            for key in f.keys():
-                module, _, kind = key.removeprefix("base_model.model.").rpartition(".lora_")
-                if kind not in ("A.weight", "B.weight"):
-                    raise MergeError(
-                        f"--tuned {path}: adapter tensor {key} is not a LoRA A/B matrix (modules_to_save "
-                        "is not supported); merge it into a full model with PEFT first"
-                    )
-                self.lora[f"{module}.weight"][kind[0]] = f.get_tensor(key)
-        unknown = sorted(set(self.lora) - set(base.meta))
-        if unknown:
-            raise MergeError(f"--tuned {path}: the adapter targets weights the base does not have: {unknown[:5]}")
-        super().__init__(path, base.files, base.meta)
-        self.base = base
-
-    def architectures(self) -> list[str] | None:
-        return self.base.architectures()
-
-    def tensor(self, name: str) -> torch.Tensor:
-        weight = self.base.tensor(name)
-        if name not in self.lora:
-            return weight
-        update = (self.lora[name]["B"].float() @ self.lora[name]["A"].float()) * self.scaling
-        return (weight.float() + update).to(weight.dtype)
-
-
-def open_tuned(path: Path, base: Checkpoint) -> Checkpoint:
-    return AdapterCheckpoint(path, base) if (path / "adapter_config.json").exists() else Checkpoint.open(path)
-
-
-def resolve(path_or_id: str, what: str) -> Path:
-    """A local model folder, or a hub id downloaded (weights, config and tokenizer only)."""
-    path = Path(path_or_id)
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise MergeError(f"--{what} {path_or_id} is a file; give a model folder or a hub id")
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or path_or_id.count("/") != 1:
-        raise MergeError(f"--{what} {path_or_id}: no such folder (and not a hub id that can be downloaded here)")
-    from huggingface_hub import snapshot_download
-
-    return Path(
-        snapshot_download(path_or_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"])
-    )
-
-
+# ---------------------------------------------------------------- checkpoints, streamed
 def _magnitudes(base: Checkpoint, tuned: Checkpoint, names: list[str]):
     """(name, |delta| in float32 for a slice of at most CHUNK elements) for every tensor of `names`, in name order
     (the order ties are broken in), one tensor in memory at a time."""
@@ -307,28 +187,6 @@ def global_cut(base: Checkpoint, tuned: Checkpoint, names: list[str], k: int) ->
     return threshold, per_tensor
 
 
-def write_safetensors(path: Path, names: list[str], meta: dict[str, tuple], produce) -> None:
-    """A safetensors file written tensor by tensor: the header first (shapes and offsets are known in advance),
-    then each tensor's bytes as `produce(name)` returns it, so that no more than one tensor is held at a time."""
-    header, offset = {"__metadata__": {"format": "pt"}}, 0
-    for name in names:
-        shape, dtype = meta[name]
-        size = math.prod(shape) * _BYTES[dtype]
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(len(text).to_bytes(8, "little"))
-        f.write(text)
-        for name in names:
-            tensor = produce(name).contiguous()
-            f.write(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-
-
-_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
-
-
 def merge_checkpoints(
     base: str | Path,
     tuned: str | Path,
@@ -352,7 +210,7 @@ def merge_checkpoints(
     check_tensors(base_ckpt.meta, tuned_ckpt.meta)
     floats = [n for n, (_, dtype) in tuned_ckpt.meta.items() if dtype in ("F16", "BF16", "F32", "F64")]
     sizes = {n: math.prod(tuned_ckpt.meta[n][0]) for n in floats}
-    unknown = sorted({dtype for _, dtype in tuned_ckpt.meta.values()} - set(_BYTES))
+    unknown = sorted({dtype for _, dtype in tuned_ckpt.meta.values()} - set(DTYPE_BYTES))
     if unknown:
         raise MergeError(f"tensor dtypes {unknown} are not supported")
     threshold, ties = None, {}

@@ -16,15 +16,8 @@ from datasets import Dataset
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import pad
 
-from dler.sampling import (
-    GroupRef,
-    RoundScores,
-    assign_groups,
-    classify_groups,
-    first_round_prompts,
-    later_round_prompts,
-    partial_quota,
-)
+from dler.round_sizing import first_round_prompts, later_round_prompts
+from dler.sampling import GroupRef, RoundScores, assign_groups, classify_groups, partial_quota
 
 logger = logging.getLogger(__name__)
 

@@ -7,14 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from dler.merge import (
-    CHUNK,
-    Checkpoint,
-    MergeError,
-    global_cut,
-    merge_checkpoints,
-    merge_state_dicts,
-)
+from dler.merge import CHUNK, MergeError, global_cut, merge_checkpoints, merge_state_dicts
+from dler.merge_files import Checkpoint
 
 
 def models(seed=0, dtype=torch.float32):
@@ -182,9 +176,11 @@ def test_bad_settings_and_an_existing_output_are_refused(tmp_path):
             merge_checkpoints(tmp_path / "base", tmp_path / "tuned", tmp_path / "out", top_fraction=fraction)
     with pytest.raises(MergeError, match="--selection must be one of"):
         merge_checkpoints(tmp_path / "base", tmp_path / "tuned", tmp_path / "out", selection="layer")
+    assert not (tmp_path / "out").exists()
     (tmp_path / "out").mkdir()
     with pytest.raises(MergeError, match="exists; choose another folder or pass --overwrite"):
         merge_checkpoints(tmp_path / "base", tmp_path / "tuned", tmp_path / "out")
+    assert not any((tmp_path / "out").iterdir())  # left as it was
     merge_checkpoints(tmp_path / "base", tmp_path / "tuned", tmp_path / "out", overwrite=True)
     with pytest.raises(MergeError, match="no such folder"):
         merge_checkpoints(tmp_path / "nowhere", tmp_path / "tuned", tmp_path / "o2")

@@ -5,16 +5,8 @@ import math
 
 import pytest
 
-from dler.sampling import (
-    CarryBuffer,
-    PromptStream,
-    SkipHistory,
-    draw_prompts,
-    first_round_prompts,
-    later_round_prompts,
-    prompts_for,
-    update_kept_fraction,
-)
+from dler.round_sizing import first_round_prompts, later_round_prompts, prompts_for, update_kept_fraction
+from dler.sampling import CarryBuffer, PromptStream, SkipHistory, draw_prompts
 
 
 def test_kept_fraction_moving_average():

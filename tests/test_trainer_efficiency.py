@@ -13,7 +13,7 @@ from helpers import addition_dataset, alternating_if, tiny_config
 from trl import GRPOTrainer
 
 from dler import DLERTrainer
-from dler.sampling import later_round_prompts
+from dler.round_sizing import later_round_prompts
 
 pytestmark = pytest.mark.slow
 G = 4
