@@ -1,25 +1,24 @@
-"""`DLERConfig`: TRL's `GRPOConfig` plus the DLER recipe, with the paper's values as defaults."""
+"""`DLERConfig`: TRL's `GRPOConfig` plus the DLER recipe, with the paper's values as defaults, checked when built
+(`dler.config_checks`)."""
 
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
 from dler.budgets import parse_length_budgets
-
-ADVANTAGE_NORMALIZATIONS = ("batch", "group", "none")
-ADVANTAGE_WEIGHTINGS = ("token", "sequence")
-SAMPLING_METRICS = ("reward", "correctness")
-EXHAUSTED_ACTIONS = ("error", "partial")
-KL_ESTIMATORS = ("k2", "low_var_kl", "k3")
-OPTIMIZER_RECIPES = {
-    # what each recipe sets when the field is left unset (None); an explicit value always wins
-    "dler": {"advantage_normalization": "batch", "epsilon_high": 0.28, "dynamic_sampling": True},
-    "grpo": {"advantage_normalization": "group", "epsilon_high": None, "dynamic_sampling": False},
-}
+from dler.config_checks import (
+    ADVANTAGE_NORMALIZATIONS,
+    ADVANTAGE_WEIGHTINGS,
+    EXHAUSTED_ACTIONS,
+    KL_ESTIMATORS,
+    SAMPLING_METRICS,
+    check_choice,
+    check_config,
+)
+from dler.presets import OPTIMIZER_RECIPES
 
 
 @dataclass
@@ -326,13 +325,13 @@ class DLERConfig(GRPOConfig):
                     f"penalty_kwargs={self.penalty_kwargs!r} is not JSON ({error.msg} at character {error.pos}): give "
                     """an object, e.g. --penalty_kwargs '{"alpha": 0.1}'"""
                 ) from None
-        if self.optimizer_recipe not in OPTIMIZER_RECIPES:
-            raise ValueError(f"optimizer_recipe={self.optimizer_recipe!r} is not one of {list(OPTIMIZER_RECIPES)}")
+        check_choice(self, "optimizer_recipe", OPTIMIZER_RECIPES)
         for name, value in OPTIMIZER_RECIPES[self.optimizer_recipe].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         # One paper step = one generation batch feeding several optimizer updates; only then can the PPO ratio
-        # leave 1 and clip-higher act. TRL derives generation_batch_size from steps_per_generation.
+        # leave 1 and clip-higher act. The one place steps_per_generation is derived (recipes set the two factors);
+        # TRL derives generation_batch_size from it.
         if self.updates_per_generation < 1:
             raise ValueError(f"updates_per_generation must be >= 1, got {self.updates_per_generation}")
         if self.steps_per_generation is None and self.generation_batch_size is None:
@@ -340,7 +339,7 @@ class DLERConfig(GRPOConfig):
         super().__post_init__()
         self.length_budgets = [f"{a}:{b}" for a, b in self.budget_bands] if self.length_budgets else None
         self.penalty_kwargs = dict(self.penalty_kwargs or {})
-        self._validate()
+        check_config(self)
         self.build_penalty()  # unknown names and parameters fail here, before any model is loaded
 
     def build_penalty(self):
@@ -358,156 +357,6 @@ class DLERConfig(GRPOConfig):
     def budget_bands(self) -> list[tuple[float, int]]:
         """`length_budgets` parsed into (min_accuracy, budget) bands, highest threshold first."""
         return parse_length_budgets(self.length_budgets)
-
-    def _validate(self) -> None:
-        def choose(name: str, allowed: tuple[str, ...]) -> None:
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"{name}={value!r} is not one of {list(allowed)}")
-
-        choose("advantage_normalization", ADVANTAGE_NORMALIZATIONS)
-        choose("advantage_weighting", ADVANTAGE_WEIGHTINGS)
-        choose("dynamic_sampling_metric", SAMPLING_METRICS)
-        choose("dynamic_sampling_exhausted", EXHAUSTED_ACTIONS)
-
-        if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
-            raise ValueError(
-                f"epsilon_high ({self.epsilon_high}) < epsilon ({self.epsilon}): clip-higher widens the upper bound. "
-                "Set epsilon_high >= epsilon (paper: epsilon=0.2, epsilon_high=0.28)."
-            )
-        if self.truncation_length < 1:
-            raise ValueError(f"truncation_length must be a positive number of tokens, got {self.truncation_length}")
-        if not 0.0 <= self.truncated_reward_scale <= 1.0:
-            raise ValueError(
-                f"truncated_reward_scale must be in [0, 1], got {self.truncated_reward_scale} "
-                "(0 = paper, 0.1 = released code)"
-            )
-        cap = self.max_completion_length
-        budgets = [("truncation_length", self.truncation_length)]
-        budgets += [(f"length_budgets '{a}:{b}'", b) for a, b in self.budget_bands]
-        for name, budget in budgets:
-            if cap is not None and budget > cap:
-                raise ValueError(
-                    f"{name} = {budget} tokens is above max_completion_length = {cap}: the budget could never bind. "
-                    f"Raise max_completion_length to at least {budget} or lower the budget."
-                )
-        if self.mask_truncated_completions:
-            raise ValueError(
-                "mask_truncated_completions=True drops truncated responses from the loss; DLER must train on them "
-                "with their penalised reward. Set mask_truncated_completions=False."
-            )
-        if self.kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"kl_estimator={self.kl_estimator!r} is not one of {list(KL_ESTIMATORS)}")
-        if self.kl_estimator != "k3" and self.beta != 0.0:
-            if self.use_bias_correction_kl:
-                raise ValueError(
-                    f"kl_estimator={self.kl_estimator!r} replaces TRL's plain k3 term, which use_bias_correction_kl=True "
-                    "multiplies by the policy ratio. Set use_bias_correction_kl=False or kl_estimator='k3'."
-                )
-            if self.loss_type != "dapo" or self.use_liger_kernel:
-                raise ValueError(
-                    f"kl_estimator={self.kl_estimator!r} is applied on TRL's 'dapo' loss only (got loss_type="
-                    f"{self.loss_type!r}, use_liger_kernel={self.use_liger_kernel}). Set kl_estimator='k3'."
-                )
-        if self.max_prompt_length is not None and self.max_prompt_length < 1:
-            raise ValueError(
-                f"max_prompt_length must be a positive number of tokens or None, got {self.max_prompt_length}"
-            )
-        if self.eval_temperature is not None and self.eval_temperature <= 0:
-            raise ValueError(
-                f"eval_temperature must be > 0 (sampling), got {self.eval_temperature}; None uses `temperature`"
-            )
-        if self.prompts_per_round is not None:
-            if not self.dynamic_sampling:
-                raise ValueError(
-                    "prompts_per_round sizes dynamic-sampling rounds: set dynamic_sampling=True or unset it"
-                )
-            if self.prompts_per_round < 1 or self.prompts_per_round % self.world_size:
-                raise ValueError(
-                    f"prompts_per_round={self.prompts_per_round} must be a positive multiple of the {self.world_size} "
-                    "processes (each rank generates an equal share of every round)"
-                )
-        if self.reward_timeout is not None and not self.reward_timeout >= 0:
-            raise ValueError(
-                f"reward_timeout must be a number of seconds > 0, or None or 0 for no deadline, got {self.reward_timeout}"
-            )
-        if self.max_sampling_rounds < 0:
-            raise ValueError(f"max_sampling_rounds must be >= 0 (0 = no limit), got {self.max_sampling_rounds}")
-
-        self._validate_generating_less()
-
-        # Every prompt's group must live on one rank: the penalty reads a whole group, and dynamic sampling keeps or
-        # moves whole groups.
-        per_rank = self.per_device_train_batch_size * self.steps_per_generation
-        if per_rank % self.num_generations != 0:
-            raise ValueError(
-                f"The per-rank generation batch (per_device_train_batch_size={self.per_device_train_batch_size} x "
-                f"steps_per_generation={self.steps_per_generation} = {per_rank}) is not a multiple of "
-                f"num_generations={self.num_generations}, so a prompt's group would be split across ranks. Make "
-                "per_device_train_batch_size * steps_per_generation a multiple of num_generations."
-            )
-        if self.do_eval and self.eval_strategy != "no":
-            group = self.num_generations_eval or self.num_generations
-            if self.per_device_eval_batch_size % group != 0:
-                raise ValueError(
-                    f"per_device_eval_batch_size ({self.per_device_eval_batch_size}) must be a multiple of the eval "
-                    f"group size ({group}) so that each prompt's group lives on one rank."
-                )
-        if self.num_iterations == 1 and self.steps_per_generation == self.gradient_accumulation_steps:
-            warnings.warn(
-                "One generation batch feeds a single optimizer update, so the PPO ratio is always 1 and clip-higher "
-                "(epsilon_high) never acts. The paper feeds 8 updates per generation: set updates_per_generation=8.",
-                stacklevel=3,
-            )
-
-    def _validate_generating_less(self) -> None:
-        enabled = [
-            name
-            for name, on in (
-                ("adaptive_first_round", self.adaptive_first_round),
-                ("max_carry_age", self.max_carry_age > 0),
-                ("skip_no_signal_prompts", self.skip_no_signal_prompts),
-            )
-            if on
-        ]
-        if enabled and not self.dynamic_sampling:
-            raise ValueError(
-                f"{', '.join(enabled)} act on dynamic sampling: set dynamic_sampling=True or turn them off"
-            )
-        if self.max_first_round_factor < 1.0:
-            raise ValueError(
-                f"max_first_round_factor must be >= 1 (a cap on the enlargement), got {self.max_first_round_factor}"
-            )
-        if self.first_round_confidence < 0.0:
-            raise ValueError(
-                f"first_round_confidence must be >= 0 standard deviations, got {self.first_round_confidence}"
-            )
-        if not 0.0 <= self.kept_fraction_decay < 1.0:
-            raise ValueError(f"kept_fraction_decay must be in [0, 1), got {self.kept_fraction_decay}")
-        if self.max_carry_age < 0:
-            raise ValueError(f"max_carry_age must be >= 0 generation batches (0 = off), got {self.max_carry_age}")
-        if self.skip_after < 1:
-            raise ValueError(f"skip_after must be >= 1 consecutive groups without signal, got {self.skip_after}")
-        if not 0.0 < self.skip_exploration <= 1.0:
-            raise ValueError(
-                f"skip_exploration must be in (0, 1], got {self.skip_exploration}: with 0 a skipped prompt would "
-                "never be generated again"
-            )
-        if self.max_carry_age > 0 and not self.keeps_behaviour_logps:
-            raise ValueError(
-                f"max_carry_age={self.max_carry_age} trains on groups generated by an older policy, but with "
-                f"gradient_accumulation_steps={self.gradient_accumulation_steps}, steps_per_generation="
-                f"{self.steps_per_generation} and num_iterations={self.num_iterations} TRL keeps no log-probs of the "
-                "generating policy (it treats every sample as on-policy). Set updates_per_generation >= 2 (or "
-                "steps_per_generation > gradient_accumulation_steps) or max_carry_age=0."
-            )
-        if self.max_carry_age > 0 and self.use_vllm and self.vllm_importance_sampling_correction:
-            raise ValueError(
-                f"max_carry_age={self.max_carry_age} with vllm_importance_sampling_correction: TRL would weigh a "
-                "carried group by the ratio of today's policy to vLLM's old sampler, not the one it was generated "
-                "with. Set vllm_importance_sampling_correction=False (the paper's and the released run's) or "
-                "max_carry_age=0."
-            )
 
     @property
     def keeps_behaviour_logps(self) -> bool:

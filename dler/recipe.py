@@ -1,123 +1,27 @@
-"""What every training recipe shares: presets, the paper's batch arithmetic, `--dry-run`, and the training run.
+"""A training recipe's entry point: its settings, resolved from every layer, `--dry-run`, and the training run.
 
 A recipe (recipes/*.py) is a dict of defaults handed to `run`. Precedence, lowest first: the recipe's defaults, the
-`--preset` (paper | released), a YAML `--config`, the command line. Global batch semantics are the recipe's
-(prompts per generation, prompts per optimizer update, rollouts per prompt); the per-device batch, gradient
-accumulation and steps per generation are derived from the number of processes, or the run fails saying why.
+`--preset` (paper | released), values derived from the batch layout, a YAML `--config`, the command line. Global
+batch semantics are the recipe's (prompts per generation, prompts per optimizer update, rollouts per prompt);
+gradient accumulation and updates per generation are derived from them and the number of processes, or the run fails
+saying why, and `DLERConfig` derives steps per generation from those two.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
+import importlib.util
 import json
-import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from trl import ModelConfig, TrlParser, get_peft_config
+from trl import ModelConfig, TrlParser
 
-from dler.config import OPTIMIZER_RECIPES, DLERConfig
-from dler.run_logs import MetricsLog, check_report_to, finish_run
-from dler.runs import (
-    RUN_FILE,
-    RunLock,
-    find_resume_checkpoint,
-    leave_process_group,
-    read_run,
-    settings_differences,
-    write_json_atomically,
-)
-
-logger = logging.getLogger(__name__)
-
-TABLE_4 = "paper Table 4"
-RELEASED = "released script (NVlabs/DLER dler_slurm.sh on its patched verl)"
-
-# Every value a preset sets, with its source. Both presets fix what TRL 1.16 would otherwise change about the objective
-# (importance weights, KL form, prompt length); they differ where the paper and the released run differ.
-# docs/fidelity.md is the same table for people.
-_SHARED = {
-    "vllm_importance_sampling_correction": (
-        False,
-        "paper and released run: no vLLM importance weights (rollout_is off)",
-    ),
-    "delta": (10.0, f"{RELEASED}: dual-clip clip_ratio_c=10 (Table 4 is silent)"),
-    "use_bias_correction_kl": (False, f"{RELEASED}: plain KL, no ratio factor"),
-    "max_prompt_length": (1024, f"{TABLE_4} and {RELEASED}: max_prompt_length 1024, left-truncated"),
-    "eval_temperature": (0.6, f"{RELEASED}: validation sampling T=0.6, top_p 1.0"),
-    "num_generations_eval": (4, f"{RELEASED}: validation n=4"),
-    "eval_every_generations": (5, f"{RELEASED}: validation every 5 generation steps (test_freq=5)"),
-}
-PRESETS = {
-    "paper": {
-        **_SHARED,
-        "truncated_reward_scale": (0.0, "paper Sec. 3: a response over the budget earns 0"),
-        "advantage_weighting": ("sequence", "paper Eq. (batch normalisation): one weight per sequence"),
-        "dynamic_sampling_metric": ("reward", f"{TABLE_4}: filter_groups metric seq_reward"),
-        "kl_estimator": ("k2", f"{TABLE_4}: kl_loss_type mse"),
-        "prompts_per_round": ("generation", "paper: every round is a whole generation batch (512 prompts)"),
-        "grader": ("dler", "paper Sec. 4: requires </think>, grades the last \\boxed{} after it"),
-    },
-    "released": {
-        **_SHARED,
-        "truncated_reward_scale": (0.1, f"{RELEASED}: stop_properly_penalty.penalty_coef=0.1"),
-        "advantage_weighting": ("token", f"{RELEASED}: masked_whiten weights every response token"),
-        "dynamic_sampling_metric": ("correctness", f"{RELEASED}: groups filtered on raw correctness"),
-        "kl_estimator": ("low_var_kl", f"{RELEASED}: kl_loss_type low_var_kl (k3 clamped to +-10), coef 0.0005"),
-        "prompts_per_round": (384, f"{RELEASED}: gen_batch_size=384 prompts per round until 512 groups are kept"),
-        "grader": ("released", f"{RELEASED}: its reward function (math-verify OR string OR sympy)"),
-    },
-    "none": {},  # recipes of other papers, which the DLER paper/released split does not describe
-}
-# TRL defaults the presets override and the fields that decide the objective: the dry run shows where each came from.
-OBJECTIVE = (
-    "learning_rate",
-    "lr_scheduler_type",
-    "weight_decay",
-    "max_grad_norm",
-    "beta",
-    "kl_estimator",
-    "use_bias_correction_kl",
-    "epsilon",
-    "epsilon_high",
-    "delta",
-    "loss_type",
-    "vllm_importance_sampling_correction",
-    "num_generations",
-    "temperature",
-    "top_p",
-    "max_prompt_length",
-    "max_completion_length",
-    "truncation_length",
-    "truncated_reward_scale",
-    "length_budgets",
-    "optimizer_recipe",
-    "penalty",
-    "penalty_kwargs",
-    "advantage_normalization",
-    "advantage_weighting",
-    "correct_advantage_boost",
-    "dynamic_sampling",
-    "dynamic_sampling_metric",
-    "prompts_per_round",
-    "max_sampling_rounds",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "steps_per_generation",
-    "max_steps",
-    "eval_strategy",
-    "eval_steps",
-    "num_generations_eval",
-    "eval_temperature",
-    "per_device_eval_batch_size",
-    "grader",
-    "use_vllm",
-    "vllm_mode",
-    "save_steps",
-    "seed",
-)
+from dler.config import DLERConfig
+from dler.presets import OBJECTIVE, OPTIMIZER_RECIPES, PRESETS, resolve_preset
+from dler.runs import leave_process_group
+from dler.training import train
 
 
 @dataclass
@@ -208,7 +112,8 @@ class ScriptArguments:
 def batch_layout(
     prompts_per_generation: int, prompts_per_update: int, num_generations: int, num_processes: int, per_device: int
 ) -> dict[str, int]:
-    """Gradient accumulation and steps per generation that realise the recipe's global batch on `num_processes`."""
+    """Gradient accumulation and updates per generation that realise the recipe's global batch on `num_processes`
+    (`DLERConfig` multiplies them into steps per generation)."""
     if prompts_per_generation % prompts_per_update:
         raise ValueError(
             f"prompts_per_generation ({prompts_per_generation}) must be a multiple of prompts_per_update "
@@ -237,7 +142,6 @@ def batch_layout(
     updates = prompts_per_generation // prompts_per_update
     return {
         "gradient_accumulation_steps": accumulation,
-        "steps_per_generation": accumulation * updates,
         "updates_per_generation": updates,
         "samples_per_update": samples_per_update,
         "samples_per_generation": prompts_per_generation * num_generations,
@@ -256,17 +160,6 @@ def _yaml_config(argv: list[str]) -> dict:
 
     with open(argv[argv.index("--config") + 1]) as f:
         return {k: v for k, v in (yaml.safe_load(f) or {}).items() if k != "env"}
-
-
-def resolve_preset(name: str, prompts_per_generation: int, dynamic_sampling: bool) -> dict[str, tuple]:
-    """The preset's (value, source) per field, with `prompts_per_round` resolved against the batch (and left out when
-    dynamic sampling is off, since there are no rounds then)."""
-    preset = dict(PRESETS[name])
-    if "prompts_per_round" in preset:
-        value, source = preset.pop("prompts_per_round")
-        if dynamic_sampling:
-            preset["prompts_per_round"] = (prompts_per_generation if value == "generation" else value, source)
-    return preset
 
 
 class UsageError(ValueError):
@@ -358,7 +251,7 @@ def parse(defaults: dict, argv: list[str] | None = None):
         raw.per_device_train_batch_size,
     )
     why = f"derived: {raw.prompts_per_update} prompts per update on {num_processes} processes"
-    derived = {k: (layout[k], why) for k in ("gradient_accumulation_steps", "steps_per_generation")}
+    derived = {k: (layout[k], why) for k in ("gradient_accumulation_steps", "updates_per_generation")}
     if raw.eval_dataset_name:
         every = raw.eval_every_generations
         derived.update(
@@ -374,10 +267,19 @@ def parse(defaults: dict, argv: list[str] | None = None):
         )
     parser.set_defaults(**{name: value for name, (value, _) in derived.items()})
     script_args, training_args, model_args = parser.parse_args_and_config(argv)  # the one build of the configs
-    layout["num_processes"] = num_processes
-    layout["generation_steps"] = training_args.max_steps / layout["updates_per_generation"]
+    updates = training_args.updates_per_generation
+    batch = {  # as built: steps_per_generation is DLERConfig's (or TRL's, from a given generation_batch_size)
+        "gradient_accumulation_steps": training_args.gradient_accumulation_steps,
+        "steps_per_generation": training_args.steps_per_generation,
+        "updates_per_generation": updates,
+        "samples_per_update": layout["samples_per_update"],
+        "samples_per_generation": layout["samples_per_generation"],
+        "num_processes": num_processes,
+        "generation_steps": training_args.max_steps / updates,
+    }
 
     command_line, yaml_keys = _command_line_keys(argv), set(_yaml_config(argv))
+    filled = OPTIMIZER_RECIPES[training_args.optimizer_recipe]
     own_defaults = DLERConfig.__dict__["__annotations__"]  # fields DLERConfig declares or re-declares
 
     def source(name: str) -> str:
@@ -385,21 +287,25 @@ def parse(defaults: dict, argv: list[str] | None = None):
             return "command line"
         if name in yaml_keys:
             return "YAML config"
+        if name == "steps_per_generation":
+            if "generation_batch_size" in command_line | yaml_keys:
+                return "derived by TRL from generation_batch_size"
+            return "derived by DLERConfig: gradient_accumulation_steps x updates_per_generation"
         if name in derived:
             return derived[name][1]
         if name in preset:
             return f"preset {script_args.preset}: {preset[name][1]}"
         if name in defaults:
             return "recipe"
+        if name in filled:
+            return f"optimizer_recipe {training_args.optimizer_recipe}: fills it when unset"
         if name in own_defaults:
             return "DLERConfig default (its help names the source)"
         return "default (TRL / transformers)"
 
     sources = {name: source(name) for name in OBJECTIVE}
-    sources["max_steps"] += (
-        f" ({layout['generation_steps']:g} generation steps x {layout['updates_per_generation']} updates each)"
-    )
-    return script_args, training_args, model_args, layout, sources
+    sources["max_steps"] += f" ({batch['generation_steps']:g} generation steps x {updates} updates each)"
+    return script_args, training_args, model_args, batch, sources
 
 
 def describe(script_args, training_args, model_args, layout, sources) -> dict:
@@ -418,207 +324,14 @@ def describe(script_args, training_args, model_args, layout, sources) -> dict:
     }
 
 
-def select_problems(rows, solve_rate_column: str | None, max_problems: int | None):
-    """Occasionally solvable problems only (0 < p < 1, Concise Reasoning via RL), then the first `max_problems`."""
-    if solve_rate_column:
-        if solve_rate_column not in rows.column_names:
-            raise ValueError(
-                f"no column {solve_rate_column!r} (columns: {rows.column_names}); run `dler solve-rate` first"
-            )
-        rates = rows[solve_rate_column]
-        keep = [i for i, p in enumerate(rates) if 0 < p < 1]
-        logger.warning(
-            "Solve rates: %d problems kept (0 < p < 1), %d never solved and %d always solved left out",
-            len(keep),
-            sum(p <= 0 for p in rates),
-            sum(p >= 1 for p in rates),
-        )
-        if not keep:
-            raise ValueError(f"no problem has 0 < {solve_rate_column} < 1: nothing for stage 2 to learn from")
-        rows = rows.select(keep)
-    if max_problems:
-        rows = rows.select(range(min(max_problems, len(rows))))
-    return rows
-
-
-def check_prompts(model_args, training_args, datasets: dict) -> None:
-    """Before the model loads: every prompt, cut to `max_prompt_length`, plus a full response must fit the model's
-    context (read from its config and tokenizer only); prompts the cap will cut are counted and logged."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    from dler.data import check_prompt_lengths, model_context_length, prompt_token_counts
-
-    kwargs = {"revision": model_args.model_revision, "trust_remote_code": training_args.trust_remote_code}
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, **kwargs)
-    context = model_context_length(AutoConfig.from_pretrained(model_args.model_name_or_path, **kwargs))
-    for name, dataset in datasets.items():
-        if dataset is not None:
-            counts = prompt_token_counts(dataset, tokenizer)
-            check_prompt_lengths(
-                counts, training_args.max_prompt_length, training_args.max_completion_length, context, name
-            )
-
-
-RESUME_IGNORES = {  # may change between restarts: how the batch is laid out on the hardware, how often to save
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "steps_per_generation",
-    "per_device_eval_batch_size",
-    "max_steps",
-    "eval_steps",
-    "eval_strategy",
-    "save_steps",
-    "use_vllm",
-    "vllm_mode",
-    "grader",
-}
-RESUME_SCRIPT_SETTINGS = (
-    "grader",
-    "dataset_name",
-    "dataset_split",
-    "prompts_per_generation",
-    "prompts_per_update",
-    "max_problems",
-    "solve_rate_column",
-)
-
-
-def run_settings(script_args, training_args, model_args) -> dict:
-    """The settings that define what a run trains: a restart must keep them to continue the same run."""
-    settings = {name: getattr(training_args, name) for name in OBJECTIVE if name not in RESUME_IGNORES}
-    settings.update({name: getattr(script_args, name) for name in RESUME_SCRIPT_SETTINGS})
-    settings["model_name_or_path"] = model_args.model_name_or_path
-    return json.loads(json.dumps(settings, default=str))
-
-
-def train(script_args, training_args, model_args, callbacks=None):
-    """Take `output_dir` for this run, then train (resuming from its newest whole checkpoint) unless it finished.
-
-    Returns the trainer, or None when the run in `output_dir` had already finished. `callbacks`: extra
-    `TrainerCallback`s; a `ProgressCallback` among them replaces the default progress bar.
-    """
-    output_dir = training_args.output_dir
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise ValueError(f"output_dir {output_dir} is a file; give a folder (it is created if missing)")
-    check_report_to(training_args.report_to)
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    with RunLock(output_dir) if is_main else contextlib.nullcontext():
-        return _train_in(output_dir, is_main, script_args, training_args, model_args, callbacks)
-
-
-def _train_in(output_dir, is_main, script_args, training_args, model_args, callbacks):
-    """`train` once `output_dir` is this run's."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    from dler.data import check_usable_rows, load_rows, math_prompts
-    from dler.rewards import MathReward
-    from dler.trainer import DLERTrainer
-
-    checkpoint, skipped = find_resume_checkpoint(output_dir)
-    for name, problem in skipped:
-        logger.warning("Not resuming from %s: %s.", name, problem)
-    previous, settings = read_run(output_dir), run_settings(script_args, training_args, model_args)
-    if previous and (checkpoint or previous.get("finished")):
-        changed = settings_differences(previous["settings"], settings)
-        if changed and not script_args.resume_with_changed_settings:
-            raise ValueError(
-                f"{output_dir} holds a run trained with other settings; continuing it would mix two objectives: "
-                + "; ".join(changed)
-                + ". Use another --output_dir, restore the settings, or pass --resume_with_changed_settings."
-            )
-        if changed:
-            logger.warning("Resuming with changed settings (--resume_with_changed_settings): %s", "; ".join(changed))
-    if previous and previous.get("finished") and previous.get("step", 0) >= training_args.max_steps:
-        logger.warning(
-            "The run in %s finished at step %d of max_steps=%d: nothing to train (raise --max_steps to continue it).",
-            output_dir,
-            previous["step"],
-            training_args.max_steps,
-        )
-        return None
-
-    reward = MathReward(
-        answer_column=script_args.answer_column, num_workers=script_args.reward_workers, grader=script_args.grader
-    )
-    rows = select_problems(
-        load_rows(script_args.dataset_name, script_args.dataset_split, script_args.dataset_revision),
-        script_args.solve_rate_column,
-        script_args.max_problems,
-    )
-
-    def prepare(rows, problem_column: str, answer_column: str, source: str, needed: int):
-        data, skipped = math_prompts(
-            rows,
-            problem_column=problem_column,
-            answer_column=answer_column,
-            on_invalid=script_args.invalid_answers,
-            reward=reward,
-            on_duplicate=script_args.duplicate_problems,
-            source=source,
-        )
-        check_usable_rows(len(data), needed, source, skipped)
-        if answer_column != script_args.answer_column:  # the reward reads one column
-            data = data.rename_column(answer_column, script_args.answer_column)
-        return data
-
-    dataset = prepare(
-        rows,
-        script_args.problem_column,
-        script_args.answer_column,
-        script_args.dataset_name,
-        script_args.prompts_per_generation,
-    )
-    eval_dataset = None
-    if script_args.eval_dataset_name:
-        eval_dataset = prepare(
-            load_rows(script_args.eval_dataset_name, script_args.eval_dataset_split),
-            script_args.eval_problem_column,
-            script_args.eval_answer_column,
-            script_args.eval_dataset_name,
-            1,
-        )
-    check_prompts(model_args, training_args, {"training set": dataset, "validation set": eval_dataset})
-    if model_args.dtype not in (None, "auto") or model_args.attn_implementation:
-        training_args.model_init_kwargs = {
-            **(training_args.model_init_kwargs or {}),
-            **({"dtype": model_args.dtype} if model_args.dtype not in (None, "auto") else {}),
-            **({"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}),
-        }
-    if training_args.deepspeed and training_args.use_cpu:
-        import deepspeed
-
-        # transformers' CPU path sets up torch.distributed but not DeepSpeed's communicator, so ZeRO-3's
-        # zero.Init (run while loading the model) would see a world of one process. On GPUs accelerate does this.
-        deepspeed.init_distributed(dist_backend="gloo")
-    trainer = DLERTrainer(
-        model=model_args.model_name_or_path,
-        reward_funcs=[reward],
-        args=training_args,
-        train_dataset=dataset,
-        eval_dataset=eval_dataset,
-        peft_config=get_peft_config(model_args),
-    )
-    for callback in [MetricsLog(), *(callbacks or [])]:
-        if isinstance(callback, ProgressCallback):
-            for default in (ProgressCallback, PrinterCallback):  # the caller's bar replaces the default one
-                trainer.remove_callback(default)
-        trainer.add_callback(callback)
-    if is_main:
-        write_json_atomically(os.path.join(output_dir, RUN_FILE), {"settings": settings, "finished": False})
-    if checkpoint:
-        with open(os.path.join(checkpoint, "trainer_state.json")) as f:
-            step = json.load(f)["global_step"]
-        logger.warning("Resuming from %s at step %d of %d.", checkpoint, step, training_args.max_steps)
-    trainer.train(resume_from_checkpoint=checkpoint)  # a requeued Slurm job continues where it stopped
-    trainer.save_model()
-    finish_run(trainer)
-    trainer.accelerator.wait_for_everyone()
-    if is_main:
-        write_json_atomically(
-            os.path.join(output_dir, RUN_FILE),
-            {"settings": settings, "finished": True, "step": trainer.state.global_step},
-        )
-    return trainer
+def load_recipe(path: str | os.PathLike):
+    """The recipe script at `path` as a module, its `__main__` block not run (recipes are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    if spec is None or not Path(path).is_file():
+        raise FileNotFoundError(f"recipe {path}: no such file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run(defaults: dict, argv: list[str] | None = None, callbacks=None):

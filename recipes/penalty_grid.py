@@ -12,7 +12,6 @@ either one of recipes/*.py (a `DEFAULTS` dict for `dler.recipe`, and optionally 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -20,29 +19,26 @@ from pathlib import Path
 from trl import ModelConfig, TrlParser
 
 from dler import DLERConfig
+from dler.recipe import load_recipe, parse
+from dler.training import train
 
 REPORTED = ("dler/correctness", "dler/shaped_reward", "completions/mean_length", "dler/over_budget_frac")
 
 
-def load_recipe(path: str):
-    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
-    if spec is None or not Path(path).is_file():
-        raise FileNotFoundError(f"--recipe {path}: no such file")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "DEFAULTS") and not all(hasattr(module, n) for n in ("ScriptArguments", "main")):
+def grid_recipe(path: str):
+    """The recipe run in each cell: a `dler.recipe` recipe (DEFAULTS) or a script with ScriptArguments and main()."""
+    recipe = load_recipe(path)
+    if not hasattr(recipe, "DEFAULTS") and not all(hasattr(recipe, n) for n in ("ScriptArguments", "main")):
         raise AttributeError(
             f"--recipe {path} has neither DEFAULTS (a dler.recipe recipe) nor ScriptArguments and main()"
         )
-    return module
+    return recipe
 
 
 def recipe_runner(recipe):
     """(parse argv -> (script, training, model) args, train -> trainer) for either kind of recipe."""
     if hasattr(recipe, "DEFAULTS"):
-        from dler import recipe as shared
-
-        return (lambda argv: shared.parse(recipe.DEFAULTS, argv)[:3]), shared.train
+        return (lambda argv: parse(recipe.DEFAULTS, argv)[:3]), train
     parser = TrlParser((recipe.ScriptArguments, DLERConfig, ModelConfig))
     return parser.parse_args_and_config, recipe.main
 
@@ -66,8 +62,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--dry-run", action="store_true", help="print the cells' settings and exit")
     args = parser.parse_args(ours)
 
-    recipe = load_recipe(args.recipe)
-    parse, train = recipe_runner(recipe)
+    recipe = grid_recipe(args.recipe)
+    parse_cell, train_cell = recipe_runner(recipe)
     cells = []
     for penalty in args.penalties.split(","):
         for optimizer in args.optimizer_recipes.split(","):
@@ -76,7 +72,7 @@ def main(argv=None) -> list[dict]:
             if args.dry_run and hasattr(recipe, "DEFAULTS"):
                 cell_args.append("--dry-run")  # dler.recipe resolves a plan anywhere, without GPU checks
             # Parsed afresh per cell: the optimizer recipe fills in fields only while they are unset.
-            cells.append((penalty, optimizer, parse(cell_args)))
+            cells.append((penalty, optimizer, parse_cell(cell_args)))
 
     if not args.dry_run and hasattr(recipe, "prepare"):
         recipe.prepare()
@@ -95,7 +91,7 @@ def main(argv=None) -> list[dict]:
             print(json.dumps(settings))
             continue
         print(f"== {penalty} x {optimizer} ==", flush=True)
-        trainer = train(script_args, training_args, model_args)
+        trainer = train_cell(script_args, training_args, model_args)
         if trainer is None:  # the cell had finished in an earlier run: its metrics are in its output_dir
             history = json.loads((Path(training_args.output_dir) / "trainer_state.json").read_text())["log_history"]
         else:

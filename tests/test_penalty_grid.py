@@ -103,9 +103,9 @@ def test_recipe_without_main_fails_clearly(tmp_path):
 
     (tmp_path / "bad.py").write_text("x = 1\n")
     with pytest.raises(AttributeError, match="neither DEFAULTS"):
-        penalty_grid.load_recipe(str(tmp_path / "bad.py"))
+        penalty_grid.grid_recipe(str(tmp_path / "bad.py"))
     with pytest.raises(FileNotFoundError, match="no such file"):
-        penalty_grid.load_recipe(str(tmp_path / "missing.py"))
+        penalty_grid.grid_recipe(str(tmp_path / "missing.py"))
 
 
 def test_dler_recipe_cells_keep_the_recipe_batch_arithmetic(capsys):
@@ -130,3 +130,8 @@ def test_dler_recipe_cells_keep_the_recipe_batch_arithmetic(capsys):
         ("cosine", "grpo", "group"),
         ("cosine", "dler", "batch"),
     ]
+    # each cell's batch is the recipe's: 64 GPUs x 8 x 2 accumulation per update, 8 updates per generation
+    parse_cell, _ = penalty_grid.recipe_runner(penalty_grid.grid_recipe(str(ROOT / "recipes" / "dler_r1_7b.py")))
+    for optimizer in ("grpo", "dler"):
+        _, training, _ = parse_cell(["--num_processes", "64", "--optimizer_recipe", optimizer, "--dry-run"])
+        assert (training.gradient_accumulation_steps, training.steps_per_generation) == (2, 16), optimizer

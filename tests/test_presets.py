@@ -6,7 +6,7 @@ import pytest
 from test_recipes import dry_run
 
 from dler.data import check_prompt_lengths, model_context_length
-from dler.recipe import PRESETS
+from dler.presets import PRESETS
 
 SHARED = {  # both presets: what TRL 1.16 would otherwise change about the objective, and the released validation
     "vllm_importance_sampling_correction": False,
@@ -68,6 +68,10 @@ def test_sources_follow_precedence(tmp_path, capsys):
     assert (training["delta"], sources["delta"]) == (5.0, "YAML config")
     assert (training["kl_estimator"], sources["kl_estimator"]) == ("k3", "command line")
     assert sources["gradient_accumulation_steps"].startswith("derived: 64 prompts per update on 64 processes")
+    assert sources["steps_per_generation"] == (
+        "derived by DLERConfig: gradient_accumulation_steps x updates_per_generation"
+    )
+    assert sources["epsilon_high"] == "optimizer_recipe dler: fills it when unset"
     assert sources["truncation_length"] == "recipe" and sources["top_p"].startswith("default")
     assert sources["beta"].startswith("DLERConfig default")
 

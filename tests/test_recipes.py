@@ -1,6 +1,5 @@
 """Recipes: each dry run against the paper's settings, presets, batch arithmetic, and a real tiny run."""
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -8,7 +7,7 @@ from pathlib import Path
 import pytest
 from helpers import recipe_args
 
-from dler.recipe import batch_layout, run
+from dler.recipe import batch_layout, load_recipe, run
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 PAPER = {  # paper Table 4 and the released script (docs/fidelity.md)
@@ -31,10 +30,7 @@ PAPER = {  # paper Table 4 and the released script (docs/fidelity.md)
 
 
 def recipe_defaults(name):
-    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.DEFAULTS
+    return load_recipe(RECIPES / f"{name}.py").DEFAULTS
 
 
 def dry_run(name, capsys, *argv):
@@ -77,9 +73,12 @@ def test_yaml_config_sits_between_preset_and_command_line(tmp_path, capsys):
     assert (training["truncation_length"], training["learning_rate"]) == (3000, 3e-6)
 
 
-def test_batch_arithmetic_and_its_errors():
-    assert batch_layout(512, 64, 16, num_processes=8, per_device=16)["gradient_accumulation_steps"] == 8
-    assert batch_layout(512, 64, 16, num_processes=8, per_device=16)["steps_per_generation"] == 64
+def test_batch_arithmetic_and_its_errors(capsys):
+    layout = batch_layout(512, 64, 16, num_processes=8, per_device=16)
+    assert (layout["gradient_accumulation_steps"], layout["updates_per_generation"]) == (8, 8)
+    plan = dry_run("dler_r1_1p5b", capsys, "--num_processes", "8")  # DLERConfig multiplies the two into the config
+    assert plan["training"]["steps_per_generation"] == plan["batch"]["steps_per_generation"] == 64
+    assert plan["training"]["gradient_accumulation_steps"] == plan["batch"]["gradient_accumulation_steps"] == 8
     with pytest.raises(ValueError, match=r"over 6 processes x per_device_train_batch_size 5. With 6 .* in \[1, 2, 4,"):
         batch_layout(480, 48, 16, num_processes=6, per_device=5)  # 768 samples per update: 128 per process
     with pytest.raises(ValueError, match=r"over 3 processes .* use a process count that divides 1024 \(1, 2, 4,"):
