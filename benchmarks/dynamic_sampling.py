@@ -27,15 +27,8 @@ from dataclasses import dataclass, field
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
-from dler.sampling import (  # noqa: E402
-    CarryBuffer,
-    PromptStream,
-    SkipHistory,
-    draw_prompts,
-    first_round_prompts,
-    later_round_prompts,
-    update_kept_fraction,
-)
+from dler.round_sizing import first_round_prompts, later_round_prompts, update_kept_fraction  # noqa: E402
+from dler.sampling import CarryBuffer, PromptStream, SkipHistory, draw_prompts  # noqa: E402
 
 TARGET_RATIO, TARGET_ROUNDS = 1.5, 1.2
 
@@ -255,7 +248,7 @@ def real_run(model_dir: str, dataset, output_dir: str, steps: int, policy: Polic
 def run_real(args) -> None:
     from helpers import addition_dataset
 
-    from dler.tiny import save_tiny
+    from dler.demo.tiny import save_tiny
 
     print(f"\nReal run: tiny model, {args.real_steps} optimizer steps each, synthetic per-prompt solve rates")
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,7 +23,7 @@ from transformers import TrainerCallback  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 from dler import DLERConfig, DLERTrainer  # noqa: E402
-from dler.tiny import save_tiny  # noqa: E402
+from dler.demo.tiny import save_tiny  # noqa: E402
 
 
 class StepTimer(TrainerCallback):

@@ -127,7 +127,7 @@ def main():
         print(json.dumps(worker(args.worker, args.model, args.steps, args.baseline_src)))
         return
     sys.path.insert(0, ROOT)
-    from dler.tiny import save_tiny
+    from dler.demo.tiny import save_tiny
 
     model_dir = str(save_tiny(os.path.join(tempfile.mkdtemp(), "model")))
     results = [run("grpo", model_dir, args.steps), run("dler", model_dir, args.steps)]

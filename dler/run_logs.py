@@ -7,6 +7,7 @@ final `trainer_state.json`.
   `<output_dir>/metrics.jsonl` on the main process; a resumed run appends to the same file.
 - `finish_run(trainer)`: writes `trainer_state.json` (with the whole `log_history`) into `output_dir` once training
   ends; the Trainer itself only writes it inside checkpoints.
+- `use_progress_bar(trainer, callback)`: swaps the Trainer's default progress bar (or log printer) for `callback`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import math
 import os
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 METRICS_FILE = "metrics.jsonl"
 TRAINER_STATE_FILE = "trainer_state.json"  # transformers' TRAINER_STATE_NAME
@@ -127,3 +129,11 @@ def finish_run(trainer) -> None:
         return
     os.makedirs(trainer.args.output_dir, exist_ok=True)
     trainer.state.save_to_json(os.path.join(trainer.args.output_dir, TRAINER_STATE_FILE))
+
+
+def use_progress_bar(trainer, callback) -> None:
+    """Replace the trainer's default progress bar, or its log printer (installed instead when logging is quiet), with
+    `callback`, so only one bar is drawn."""
+    for default in (ProgressCallback, PrinterCallback):
+        trainer.remove_callback(default)
+    trainer.add_callback(callback)

@@ -12,6 +12,6 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A warmed-up tiny Qwen2 model and tokenizer saved to disk, loaded by path like a hub id."""
-    from dler.tiny import save_tiny
+    from dler.demo.tiny import save_tiny
 
     return str(save_tiny(tmp_path_factory.mktemp("tiny") / "model"))

@@ -2,6 +2,8 @@
 evaluation, report and plot) on one-digit additions with a few steps of each stage."""
 
 import json
+import runpy
+from pathlib import Path
 
 import pytest
 
@@ -19,26 +21,61 @@ SHORT = [
 ]  # fmt: skip
 
 
+LOGGERS = ("trl", "accelerate", "dler", "DeepSpeed")
+
+
 def global_state():
-    """What the demo changes while it runs and must give back: logging levels, verbosity, torch threads."""
+    """What the demo changes while it runs and must give back: logging levels, verbosity, progress bars, threads."""
     import logging
 
     import datasets
     import torch
     import transformers
 
-    levels = [logging.getLogger(name).level for name in ("trl", "accelerate", "dler", "DeepSpeed")]
-    return levels, transformers.logging.get_verbosity(), datasets.logging.get_verbosity(), torch.get_num_threads()
+    return (
+        [logging.getLogger(name).level for name in LOGGERS],
+        transformers.logging.get_verbosity(),
+        transformers.utils.logging.is_progress_bar_enabled(),
+        datasets.logging.get_verbosity(),
+        datasets.is_progress_bar_enabled(),
+        torch.get_num_threads(),
+    )
+
+
+def set_global_state(state):
+    import logging
+
+    import datasets
+    import torch
+    import transformers
+
+    levels, verbosity, bars, ds_verbosity, ds_bars, threads = state
+    for name, level in zip(LOGGERS, levels, strict=True):
+        logging.getLogger(name).setLevel(level)
+    transformers.logging.set_verbosity(verbosity)
+    (transformers.logging.enable_progress_bar if bars else transformers.logging.disable_progress_bar)()
+    datasets.logging.set_verbosity(ds_verbosity)
+    (datasets.enable_progress_bars if ds_bars else datasets.disable_progress_bars)()
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
-    from dler.demo import main
+    import logging
+
+    from dler.demo.pipeline import main
 
     out = tmp_path_factory.mktemp("demo")
-    before = global_state()
-    report = main([*SHORT, "--output-dir", str(out)])
-    return out, report, (before, global_state())
+    original = global_state()
+    # a caller's state that differs from everything the demo sets while it runs (ERROR, no bars, --threads 1)
+    callers = ([logging.INFO] * len(LOGGERS), logging.INFO, True, logging.INFO, True, 2)
+    set_global_state(callers)
+    try:
+        before = global_state()
+        report = main([*SHORT, "--output-dir", str(out)])
+        yield out, report, (before, global_state())
+    finally:
+        set_global_state(original)
 
 
 def test_report_and_plot_are_written(short_run):
@@ -56,8 +93,12 @@ def test_report_and_plot_are_written(short_run):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert (out / "sft" / "config.json").exists() and (out / "dler" / "config.json").exists()
     command = settings["dler_command"]
-    assert command[:2] == ["python", "recipes/dler_tiny.py"], "DLER trains through the tiny recipe"
+    assert command[:2] == ["python", "recipes/dler_tiny.py"], "the printed command reruns the DLER stage"
     assert command[command.index("--model_name_or_path") + 1] == str(out / "sft")
+    from dler.demo.tiny import DEFAULTS
+
+    recipe = runpy.run_path(str(Path(__file__).resolve().parent.parent / "recipes" / "dler_tiny.py"))
+    assert recipe["DEFAULTS"] is DEFAULTS, "DLER trains with the tiny recipe's settings"
 
 
 def test_pipeline_ran_end_to_end(short_run):
@@ -75,7 +116,7 @@ def test_pipeline_ran_end_to_end(short_run):
 
 
 def test_same_seed_same_report(short_run, tmp_path):
-    from dler.demo import main
+    from dler.demo.pipeline import main
 
     reports = [short_run[1], main([*SHORT, "--output-dir", str(tmp_path)])]
     first, second = (

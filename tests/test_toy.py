@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from dler.toy import (
+from dler.demo.toy import (
     VERIFY,
     ToyTask,
     build_toy_tokenizer,

@@ -102,7 +102,6 @@ def test_without_dynamic_sampling_groups_without_signal_stay(tmp_path, tiny_mode
 def test_correctness_metric_drops_all_correct_groups_that_shaping_made_mixed(tmp_path, tiny_model_dir):
     kw = dict(truncation_length=4, max_sampling_rounds=1, dynamic_sampling_exhausted="partial")
     by_reward = make_trainer(tmp_path, tiny_model_dir, always_correct, dynamic_sampling_metric="reward", **kw)
-    assert by_reward._metrics["train"] is not None
     generate(by_reward)
     assert by_reward._metrics["train"]["dynamic_sampling/groups_kept"][-1] > 0
     by_correctness = make_trainer(

@@ -1,9 +1,13 @@
-"""A tiny Qwen2-architecture model and tokenizer built entirely offline, for tests, benchmarks and the demo.
+"""A tiny Qwen2-architecture model and tokenizer built entirely offline, for tests, benchmarks and the demo, and the
+settings of `recipes/dler_tiny.py` that train it.
 
 Nothing is downloaded: the tokenizer is a byte-level BPE trained in memory on a small math-flavoured corpus, the
 model is a randomly initialised `Qwen2ForCausalLM` with a chat template. A random model never emits EOS, so
 `warm_up_eos` teaches it, in a second or two of plain next-token training, to end answers after a few tokens.
 `save_tiny` writes both to a folder that loads through the real paths (`from_pretrained`, TRL's model strings).
+
+`DEFAULTS` are the tiny recipe's `dler.recipe` settings; they live here, in the package, so the demo's DLER stage
+uses them from any install, and `prepare()` builds the model and data they name under `runs/tiny/`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 SPECIAL_TOKENS = [PAD, EOS, "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+TINY_ROOT = "runs/tiny"  # where `prepare()` builds the model and data that `DEFAULTS` train on
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -144,7 +149,7 @@ def save_tiny(path: str | Path, seed: int = 0, warm_up: bool = True) -> Path:
     return path
 
 
-def ensure_tiny_assets(root: str | Path = "runs/tiny", problems: int = 256, seed: int = 0) -> tuple[Path, Path]:
+def ensure_tiny_assets(root: str | Path = TINY_ROOT, problems: int = 256, seed: int = 0) -> tuple[Path, Path]:
     """The tiny model and an offline training file of addition problems under `root`, built on first use."""
     import json
 
@@ -159,3 +164,33 @@ def ensure_tiny_assets(root: str | Path = "runs/tiny", problems: int = 256, seed
                 a, b = rng.randint(0, 99), rng.randint(0, 99)
                 f.write(json.dumps({"problem": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n")
     return model_dir, data
+
+
+def prepare() -> None:
+    """Build the tiny model and the training file that `DEFAULTS` name, if they are not there yet."""
+    ensure_tiny_assets()
+
+
+DEFAULTS = {
+    "model_name_or_path": f"{TINY_ROOT}/model",
+    "dataset_name": f"{TINY_ROOT}/train.jsonl",
+    "output_dir": "runs/dler-tiny",
+    "use_cpu": True,
+    "bf16": False,
+    "dtype": "float32",
+    "gradient_checkpointing": False,
+    "use_vllm": False,
+    "prompts_per_generation": 4,
+    "prompts_per_update": 2,
+    "num_generations": 4,
+    "per_device_train_batch_size": 4,
+    "max_completion_length": 32,
+    "truncation_length": 24,
+    "dynamic_sampling": False,  # the untrained model never scores: no group would ever carry signal
+    "learning_rate": 1e-4,
+    "max_steps": 4,
+    "save_steps": 2,
+    "logging_steps": 1,
+    "report_to": "none",
+    "reward_workers": 1,
+}

@@ -24,8 +24,8 @@ the held-out split when a hash of "a+b" falls in one bucket of ten (`is_held_out
 BPE trained in memory on solutions, with every digit its own token.
 
 Prompts are the R1 prompts of the real recipes (`dler.data.r1_prompt`), and the DLER stage of `make demo` trains
-through `recipes/dler_tiny.py` on a JSONL file of problems written by `write_problems`, graded by the real math
-reward (`dler.rewards.MathReward`).
+with the tiny recipe's settings (`dler.demo.tiny.DEFAULTS`) on a JSONL file of problems written by `write_problems`,
+graded by the real math reward (`dler.rewards.MathReward`).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class ToyTask:
         return sum(not is_held_out(a, b) for a in range(low, high + 1) for b in range(low, high + 1))
 
     def solution(self, a: int, b: int, rng: random.Random | None = None) -> str:
-        """The worked solution; with `rng`, followed by a random number of verify lines, else the necessary ones only."""
+        """The worked solution: the necessary lines, then (with `rng`) a random number of verify lines."""
         lines = ["<think>", *column_steps(a, b), f"so {a + b}"]
         if rng is not None:
             lines += [f"{VERIFY}{a + b}"] * rng.choices(range(len(self.verifies)), weights=self.verifies)[0]
@@ -184,7 +184,7 @@ def build_toy_tokenizer(task: ToyTask | None = None, vocab_size: int = 400, seed
     from tokenizers import AddedToken
     from transformers import PreTrainedTokenizerFast
 
-    from dler.tiny import CHAT_TEMPLATE, train_bpe
+    from dler.demo.tiny import CHAT_TEMPLATE, train_bpe
 
     task = task or ToyTask()
     rng = random.Random(seed)
@@ -200,9 +200,9 @@ def build_toy_tokenizer(task: ToyTask | None = None, vocab_size: int = 400, seed
 
 
 def build_toy_model(tokenizer, hidden_size: int = 64, num_layers: int = 2, seed: int = 0):
-    """`dler.tiny.build_tiny_model` with one key/value head per attention head and a short RoPE wavelength (theta
+    """`dler.demo.tiny.build_tiny_model` with one key/value head per attention head and a short RoPE wavelength (theta
     500): the column steps read digits at fixed distances, and this variant learnt those look-ups in fewer steps."""
-    from dler.tiny import build_tiny_model
+    from dler.demo.tiny import build_tiny_model
 
     return build_tiny_model(tokenizer, hidden_size, num_layers, seed, num_key_value_heads=4, rope_theta=500.0)
 
