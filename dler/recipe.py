@@ -109,6 +109,16 @@ class ScriptArguments:
     )
 
 
+# What `parse` derives from the recipe's global batch (DLERConfig then derives steps_per_generation, TRL the
+# generation batch): set directly, they would disagree with prompts_per_generation / prompts_per_update.
+DERIVED_LAYOUT = {
+    "gradient_accumulation_steps",
+    "updates_per_generation",
+    "steps_per_generation",
+    "generation_batch_size",
+}
+
+
 def batch_layout(
     prompts_per_generation: int, prompts_per_update: int, num_generations: int, num_processes: int, per_device: int
 ) -> dict[str, int]:
@@ -235,6 +245,12 @@ def parse(defaults: dict, argv: list[str] | None = None):
     if unknown:
         raise ValueError(f"recipe defaults name unknown fields {unknown}")
     parser.set_defaults(**defaults)
+    given = sorted(DERIVED_LAYOUT & (_command_line_keys(argv) | set(_yaml_config(argv))))
+    if given:
+        raise UsageError(
+            f"{given[0]}: a recipe derives the batch layout from prompts_per_generation, prompts_per_update, "
+            "num_generations and per_device_train_batch_size; set those instead"
+        )
     raw = _raw_settings(parser, argv)
     dynamic_sampling = raw.dynamic_sampling
     if dynamic_sampling is None:
@@ -268,7 +284,7 @@ def parse(defaults: dict, argv: list[str] | None = None):
     parser.set_defaults(**{name: value for name, (value, _) in derived.items()})
     script_args, training_args, model_args = parser.parse_args_and_config(argv)  # the one build of the configs
     updates = training_args.updates_per_generation
-    batch = {  # as built: steps_per_generation is DLERConfig's (or TRL's, from a given generation_batch_size)
+    batch = {  # as built: steps_per_generation is DLERConfig's
         "gradient_accumulation_steps": training_args.gradient_accumulation_steps,
         "steps_per_generation": training_args.steps_per_generation,
         "updates_per_generation": updates,
@@ -288,8 +304,6 @@ def parse(defaults: dict, argv: list[str] | None = None):
         if name in yaml_keys:
             return "YAML config"
         if name == "steps_per_generation":
-            if "generation_batch_size" in command_line | yaml_keys:
-                return "derived by TRL from generation_batch_size"
             return "derived by DLERConfig: gradient_accumulation_steps x updates_per_generation"
         if name in derived:
             return derived[name][1]

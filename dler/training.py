@@ -13,7 +13,7 @@ import os
 from trl import get_peft_config
 
 from dler.presets import OBJECTIVE
-from dler.run_logs import MetricsLog, check_report_to, finish_run
+from dler.run_logs import MetricsLog, check_report_to, finish_run, use_progress_bar
 from dler.runs import (
     RUN_FILE,
     RunLock,
@@ -116,7 +116,7 @@ def train(script_args, training_args, model_args, callbacks=None):
 
 def _train_in(output_dir, is_main, script_args, training_args, model_args, callbacks):
     """`train` once `output_dir` is this run's."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers.trainer_callback import ProgressCallback
 
     from dler.data import check_usable_rows, load_rows, math_prompts
     from dler.rewards import MathReward
@@ -208,9 +208,9 @@ def _train_in(output_dir, is_main, script_args, training_args, model_args, callb
     )
     for callback in [MetricsLog(), *(callbacks or [])]:
         if isinstance(callback, ProgressCallback):
-            for default in (ProgressCallback, PrinterCallback):  # the caller's bar replaces the default one
-                trainer.remove_callback(default)
-        trainer.add_callback(callback)
+            use_progress_bar(trainer, callback)  # the caller's bar replaces the default one
+        else:
+            trainer.add_callback(callback)
     if is_main:
         write_json_atomically(os.path.join(output_dir, RUN_FILE), {"settings": settings, "finished": False})
     if checkpoint:

@@ -87,6 +87,21 @@ def test_batch_arithmetic_and_its_errors(capsys):
         batch_layout(500, 64, 16, num_processes=8, per_device=16)
 
 
+@pytest.mark.parametrize(
+    "argv", [["--updates_per_generation", "4"], ["--gradient_accumulation_steps=2"], ["--generation_batch_size", "64"]]
+)
+def test_the_derived_layout_cannot_be_set_beside_the_global_batch(argv, tmp_path, capsys):
+    from dler.recipe import UsageError
+
+    name = argv[0].lstrip("-").split("=")[0]
+    with pytest.raises(UsageError, match=f"^{name}: a recipe derives the batch layout .* set those instead"):
+        dry_run("dler_r1_1p5b", capsys, *argv)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"{name}: 4\n")
+    with pytest.raises(UsageError, match=f"^{name}: a recipe derives"):
+        dry_run("dler_r1_1p5b", capsys, "--config", str(config))
+
+
 @pytest.mark.slow
 def test_tiny_training_through_the_recipe_with_lora_and_auto_resume(tiny_model_dir, tmp_path):
     data = tmp_path / "train.jsonl"

@@ -10,7 +10,7 @@ import torch
 from transformers import TrainerControl, TrainerState
 from transformers.integrations import integration_utils
 
-from dler.run_logs import METRICS_FILE, MetricsLog, check_report_to, finish_run
+from dler.run_logs import METRICS_FILE, MetricsLog, check_report_to, finish_run, use_progress_bar
 
 
 def unavailable(monkeypatch, *helpers):
@@ -166,3 +166,27 @@ def test_a_tiny_run_leaves_metrics_and_state_in_output_dir(tmp_path, tiny_model_
     assert isinstance(lines[0]["reward"], float) and "train_runtime" in lines[-1]
     state = json.loads((tmp_path / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and len(state["log_history"]) == 3
+
+
+# use_progress_bar
+
+
+@pytest.mark.parametrize("default", ["ProgressCallback", "PrinterCallback"])
+def test_use_progress_bar_leaves_exactly_the_callers_bar(default):
+    from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, PrinterCallback, ProgressCallback
+
+    handler = CallbackHandler(
+        [DefaultFlowCallback, {"ProgressCallback": ProgressCallback, "PrinterCallback": PrinterCallback}[default]],
+        None,
+        None,
+        None,
+        None,
+    )
+    trainer = SimpleNamespace(remove_callback=handler.remove_callback, add_callback=handler.add_callback)
+
+    class Bar(ProgressCallback):
+        pass
+
+    bar = Bar()
+    use_progress_bar(trainer, bar)
+    assert [type(c) for c in handler.callbacks] == [DefaultFlowCallback, Bar] and handler.callbacks[1] is bar
