@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
-from dler.round_sizing import first_round_prompts, later_round_prompts, update_kept_fraction  # noqa: E402
+from dler.round_sizing import later_round_prompts, round_prompts, update_kept_fraction  # noqa: E402
 from dler.sampling import CarryBuffer, PromptStream, SkipHistory, draw_prompts  # noqa: E402
 
 TARGET_RATIO, TARGET_ROUNDS = 1.5, 1.2
@@ -38,9 +38,9 @@ class Policy:
     """One contender: the settings of `DLERConfig` that the simulation follows."""
 
     name: str
-    adaptive_first_round: bool = False
-    max_first_round_factor: float = 4.0
-    first_round_confidence: float = 1.0
+    adaptive_rounds: bool = False
+    max_round_factor: float = 4.0
+    round_confidence: float = 1.0
     kept_fraction_decay: float = 0.8
     max_carry_age: int = 0
     skip_no_signal_prompts: bool = False
@@ -51,16 +51,16 @@ class Policy:
 PAPER = Policy("paper (fixed rounds)")
 CONTENDERS = [
     PAPER,
-    Policy("adaptive", adaptive_first_round=True),
-    Policy("adaptive + carry", adaptive_first_round=True, max_carry_age=1),
+    Policy("adaptive", adaptive_rounds=True),
+    Policy("adaptive + carry", adaptive_rounds=True, max_carry_age=1),
     Policy(
         "+ skip, exploration 0.1",
-        adaptive_first_round=True,
+        adaptive_rounds=True,
         max_carry_age=1,
         skip_no_signal_prompts=True,
         skip_exploration=0.1,
     ),
-    Policy("adaptive + carry + skip", adaptive_first_round=True, max_carry_age=1, skip_no_signal_prompts=True),
+    Policy("adaptive + carry + skip", adaptive_rounds=True, max_carry_age=1, skip_no_signal_prompts=True),
 ]
 
 
@@ -126,9 +126,9 @@ def simulate(policy: Policy, prompts, steps: int, batch: int, group: int, seed: 
             tally.evicted += len(carry.evict(t))
             selected = [c.born for c in carry.take(batch)]
         n = batch
-        if policy.adaptive_first_round:
-            confidence, factor = policy.first_round_confidence, policy.max_first_round_factor
-            n = first_round_prompts(batch - len(selected), batch, 1, kept_fraction, factor, confidence)
+        if policy.adaptive_rounds:
+            confidence, factor = policy.round_confidence, policy.max_round_factor
+            n = round_prompts(batch - len(selected), batch, 1, kept_fraction, factor, confidence)
         if history is not None:
             indices, skipped = draw_prompts(stream, history, n)
             tally.skipped += skipped
@@ -144,7 +144,7 @@ def simulate(policy: Policy, prompts, steps: int, batch: int, group: int, seed: 
             if len(selected) >= batch:
                 break
             n = batch
-            if policy.adaptive_first_round:
+            if policy.adaptive_rounds:
                 n = later_round_prompts(
                     batch - len(selected),
                     batch,
@@ -162,7 +162,7 @@ def simulate(policy: Policy, prompts, steps: int, batch: int, group: int, seed: 
         if policy.max_carry_age:
             for born in surplus:
                 carry.put(born, born)
-        if policy.adaptive_first_round:
+        if policy.adaptive_rounds:
             kept_fraction = update_kept_fraction(kept_fraction, kept, generated, policy.kept_fraction_decay)
         tally.rounds.append(rounds)
         tally.ages += [t - born for born in trained]

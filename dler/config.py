@@ -249,7 +249,7 @@ class DLERConfig(GRPOConfig):
     )
 
     # ---- generating less (docs/dynamic_sampling.md); all off = the paper's rule ----
-    adaptive_first_round: bool = field(
+    adaptive_rounds: bool = field(
         default=False,
         metadata={
             "help": "Size each step's first generation round from the recent fraction of kept groups, so most steps "
@@ -260,17 +260,17 @@ class DLERConfig(GRPOConfig):
             "sampler's batch size. Needs dynamic_sampling."
         },
     )
-    max_first_round_factor: float = field(
+    max_round_factor: float = field(
         default=4.0,
         metadata={
-            "help": "With adaptive_first_round: any round (first or later) holds at most this many times the "
+            "help": "With adaptive_rounds: any round (first or later) holds at most this many times the "
             "sampler's prompts. Must be >= 1."
         },
     )
-    first_round_confidence: float = field(
+    round_confidence: float = field(
         default=1.0,
         metadata={
-            "help": "With adaptive_first_round: safety margin, in binomial standard deviations, on the number of kept "
+            "help": "With adaptive_rounds: safety margin, in binomial standard deviations, on the number of kept "
             "groups each round is sized for (0 = sized for the expected count, about half the steps then need "
             "a second round). Must be >= 0."
         },
@@ -278,7 +278,7 @@ class DLERConfig(GRPOConfig):
     kept_fraction_decay: float = field(
         default=0.8,
         metadata={
-            "help": "With adaptive_first_round: weight of the past in the moving average of the kept fraction "
+            "help": "With adaptive_rounds: weight of the past in the moving average of the kept fraction "
             "(0 = last step only); a later round folds the step's rounds so far in with the same weight. In [0, 1)."
         },
     )

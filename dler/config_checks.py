@@ -90,7 +90,7 @@ def _check_generating_less(c) -> None:
     enabled = [
         name
         for name, on in (
-            ("adaptive_first_round", c.adaptive_first_round),
+            ("adaptive_rounds", c.adaptive_rounds),
             ("max_carry_age", c.max_carry_age > 0),
             ("skip_no_signal_prompts", c.skip_no_signal_prompts),
         )
@@ -98,12 +98,10 @@ def _check_generating_less(c) -> None:
     ]
     if enabled and not c.dynamic_sampling:
         raise ValueError(f"{', '.join(enabled)} act on dynamic sampling: set dynamic_sampling=True or turn them off")
-    if c.max_first_round_factor < 1.0:
-        raise ValueError(
-            f"max_first_round_factor must be >= 1 (a cap on the enlargement), got {c.max_first_round_factor}"
-        )
-    if c.first_round_confidence < 0.0:
-        raise ValueError(f"first_round_confidence must be >= 0 standard deviations, got {c.first_round_confidence}")
+    if c.max_round_factor < 1.0:
+        raise ValueError(f"max_round_factor must be >= 1 (a cap on the enlargement), got {c.max_round_factor}")
+    if c.round_confidence < 0.0:
+        raise ValueError(f"round_confidence must be >= 0 standard deviations, got {c.round_confidence}")
     if not 0.0 <= c.kept_fraction_decay < 1.0:
         raise ValueError(f"kept_fraction_decay must be in [0, 1), got {c.kept_fraction_decay}")
     if c.max_carry_age < 0:

@@ -31,7 +31,7 @@ def prompts_for(need: int, kept_fraction: float, confidence: float) -> float:
     return root * root
 
 
-def first_round_prompts(
+def round_prompts(
     need: int, base: int, num_processes: int, kept_fraction: float | None, max_factor: float, confidence: float
 ) -> int:
     """Prompts per rank for a generation round: enough for `need` more kept groups over all ranks at the kept
@@ -60,7 +60,7 @@ def later_round_prompts(
     confidence: float,
 ) -> int:
     """Prompts per rank for a later round of a step that still misses `need` groups after generating `generated`
-    groups and keeping `kept` of them: `first_round_prompts` at the kept fraction the moving average
+    groups and keeping `kept` of them: `round_prompts` at the kept fraction the moving average
     `kept_fraction` would have if the step ended now (this step's rounds folded in with `decay`; taken as is when
     there is no average yet, as in the run's first step). Never below `base`, the paper's round; the cap while
     the estimate is 0 (the run's first step has kept nothing yet).
@@ -68,4 +68,4 @@ def later_round_prompts(
     A later round runs only because the earlier ones came up short, so this step's own fraction is biased low;
     folding it into the average keeps the estimate from swinging on one unlucky round."""
     estimate = update_kept_fraction(kept_fraction, kept, generated, decay)
-    return first_round_prompts(need, base, num_processes, estimate, max_factor, confidence)
+    return round_prompts(need, base, num_processes, estimate, max_factor, confidence)

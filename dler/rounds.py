@@ -16,7 +16,7 @@ from datasets import Dataset
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import pad
 
-from dler.round_sizing import first_round_prompts, later_round_prompts
+from dler.round_sizing import later_round_prompts, round_prompts
 from dler.sampling import GroupRef, RoundScores, assign_groups, classify_groups, partial_quota
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class DynamicSampling:
             self._behaviour_logps([ref for ref in surplus if ref.owner == rank])
         fresh_kept = sum(ref.born == state.generations for ref in selected)
         state.end_batch(
-            surplus, fresh_kept, generated, target, args.kept_fraction_decay if args.adaptive_first_round else None
+            surplus, fresh_kept, generated, target, args.kept_fraction_decay if args.adaptive_rounds else None
         )
 
         for name, value in counts.items():
@@ -124,7 +124,7 @@ class DynamicSampling:
         )
         metrics["dynamic_sampling/partial_batch"].append(float(target < len(inputs) // group_size * num_processes))
         self._log_scores("train", rounds, group_size)
-        if args.adaptive_first_round:
+        if args.adaptive_rounds:
             metrics["dynamic_sampling/kept_fraction"].append(state.kept_fraction)
         if args.max_carry_age:
             ages = [state.generations - ref.born for ref in trained]
@@ -242,18 +242,18 @@ class DynamicSampling:
     def _first_round(self, inputs, quota, need):
         """The first round's prompts (and their dataset indices when all come from the stream): the sampler's batch
         (paper) or `prompts_per_round`, enlarged for `need` groups at the recent kept fraction
-        (adaptive_first_round); drawn from the prompt stream when prompts can be skipped or `prompts_per_round` is
+        (adaptive_rounds); drawn from the prompt stream when prompts can be skipped or `prompts_per_round` is
         set, so that every round of the run comes from one stream."""
         args = self.args
         n = base = self._round_size(quota)
-        if args.adaptive_first_round:
-            n = first_round_prompts(
+        if args.adaptive_rounds:
+            n = round_prompts(
                 need,
                 base,
                 self.accelerator.num_processes,
                 self.sampling.kept_fraction,
-                args.max_first_round_factor,
-                args.first_round_confidence,
+                args.max_round_factor,
+                args.round_confidence,
             )
             self._metrics["train"]["dynamic_sampling/first_round_prompts"].append(
                 float(n * self.accelerator.num_processes)
@@ -269,11 +269,11 @@ class DynamicSampling:
         return quota
 
     def _later_round(self, quota: int, need: int, kept: int, generated: int) -> int:
-        """Prompts per rank for a step's next round: a plain round (`_round_size`), or with adaptive_first_round
+        """Prompts per rank for a step's next round: a plain round (`_round_size`), or with adaptive_rounds
         enough for the `need` missing groups at the kept fraction seen so far (this step's `kept` of `generated`
         groups folded into the moving average, or alone in the run's first step), never fewer than a plain round."""
         args = self.args
-        if not args.adaptive_first_round:
+        if not args.adaptive_rounds:
             return self._round_size(quota)
         return later_round_prompts(
             need,
@@ -283,8 +283,8 @@ class DynamicSampling:
             kept,
             generated,
             args.kept_fraction_decay,
-            args.max_first_round_factor,
-            args.first_round_confidence,
+            args.max_round_factor,
+            args.round_confidence,
         )
 
     def _next_prompts(self, num_prompts: int) -> tuple[list[dict], list[int]]:

@@ -282,7 +282,7 @@ class SamplingState:
         self._stream_state: dict | None = None  # restored from a checkpoint before the first draw
         self.carry = CarryBuffer(max_carry_age)
         self.skip = SkipHistory(skip_after, skip_exploration, seed) if skip_after else None
-        self.kept_fraction: float | None = None  # moving average, sizes rounds (adaptive_first_round)
+        self.kept_fraction: float | None = None  # moving average, sizes rounds (adaptive_rounds)
         self.generations = 0  # generation batches so far: the clock of carried groups' ages
         self.prompts_generated = 0  # over the run: prompts generated / prompts trained on
         self.prompts_trained = 0

@@ -53,7 +53,7 @@ def generating_less(model_dir, output_dir, rank):
         max_steps=8,
         save_strategy="steps",
         save_steps=8,
-        adaptive_first_round=True,
+        adaptive_rounds=True,
         max_carry_age=2,
         skip_no_signal_prompts=True,
         skip_after=1,

@@ -21,7 +21,7 @@ KILL_AT = os.environ.get("KILL_AT")
 MODE = os.environ.get("DLER_RESUME_MODE", "")
 MAX_STEPS, SAVE_STEPS = {"": (6, 2), "generating_less": (8, 4)}[MODE]  # by the kill: a carry buffer to save
 GENERATING_LESS = {  # DLER_RESUME_MODE=generating_less: carried rows, skip history and kept fraction must resume
-    "adaptive_first_round": True,
+    "adaptive_rounds": True,
     "max_carry_age": 2,
     "skip_no_signal_prompts": True,
     "skip_after": 1,

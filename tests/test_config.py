@@ -60,14 +60,14 @@ def test_length_budgets_normalised():
         (dict(truncated_reward_scale=2.0), "truncated_reward_scale"),
         (dict(max_sampling_rounds=-1), "max_sampling_rounds"),
         (dict(updates_per_generation=0), "updates_per_generation"),
-        (dict(max_first_round_factor=0.5), "max_first_round_factor"),
-        (dict(first_round_confidence=-1.0), "first_round_confidence"),
+        (dict(max_round_factor=0.5), "max_round_factor"),
+        (dict(round_confidence=-1.0), "round_confidence"),
         (dict(kept_fraction_decay=1.0), "kept_fraction_decay"),
         (dict(max_carry_age=-1), "max_carry_age"),
         (dict(skip_after=0), "skip_after"),
         (dict(skip_exploration=0.0), "skip_exploration"),
         (dict(skip_exploration=1.5), "skip_exploration"),
-        (dict(dynamic_sampling=False, adaptive_first_round=True), "adaptive_first_round"),
+        (dict(dynamic_sampling=False, adaptive_rounds=True), "adaptive_rounds"),
         (dict(dynamic_sampling=False, max_carry_age=1, skip_no_signal_prompts=True), "max_carry_age"),
         (dict(optimizer_recipe="grpo", skip_no_signal_prompts=True), "skip_no_signal_prompts"),
         (dict(kl_estimator="mse"), "kl_estimator"),
@@ -107,7 +107,7 @@ def test_invalid_combinations_name_the_field(overrides, field):
         (dict(use_bias_correction_kl=True), "or kl_estimator='k3'", dict(kl_estimator="k3")),
         (dict(loss_type="grpo"), "Set kl_estimator='k3'", dict(kl_estimator="k3")),
         (
-            dict(dynamic_sampling=False, adaptive_first_round=True),
+            dict(dynamic_sampling=False, adaptive_rounds=True),
             "set dynamic_sampling=True",
             dict(dynamic_sampling=True),
         ),
@@ -233,7 +233,7 @@ def test_penalty_that_cannot_fit_the_cap_fails_at_construction():
 
 def test_generating_less_is_off_by_default():
     c = config(per_device_train_batch_size=16)
-    assert (c.adaptive_first_round, c.max_carry_age, c.skip_no_signal_prompts) == (False, 0, False)
+    assert (c.adaptive_rounds, c.max_carry_age, c.skip_no_signal_prompts) == (False, 0, False)
 
 
 def test_carry_over_needs_the_generating_policys_logps():

@@ -1,11 +1,11 @@
-"""Generating less: first-round sizing, the carry buffer, the skip history. Pure functions, no model."""
+"""Generating less: round sizing, the carry buffer, the skip history. Pure functions, no model."""
 
 import json
 import math
 
 import pytest
 
-from dler.round_sizing import first_round_prompts, later_round_prompts, prompts_for, update_kept_fraction
+from dler.round_sizing import later_round_prompts, prompts_for, round_prompts, update_kept_fraction
 from dler.sampling import CarryBuffer, PromptStream, SkipHistory, draw_prompts
 
 
@@ -27,15 +27,15 @@ def test_prompts_for_hand_numbers():
     assert prompts_for(0, 0.3, confidence=1.0) == 0
 
 
-def test_first_round_prompts_sized_capped_and_never_below_the_sampler():
+def test_round_prompts_sized_capped_and_never_below_the_sampler():
     # 2 ranks x 8 prompts; need 16 groups at f = 0.25, z = 0: 64 prompts = 32 per rank
-    assert first_round_prompts(16, base=8, num_processes=2, kept_fraction=0.25, max_factor=8, confidence=0) == 32
-    assert first_round_prompts(16, 8, 2, 0.25, max_factor=3, confidence=0) == 24  # capped at 3 x 8
-    assert first_round_prompts(16, 8, 2, 0.0, max_factor=4, confidence=0) == 32  # nothing kept: the cap
-    assert first_round_prompts(16, 8, 2, 0.25, 8, confidence=1) == 40  # 79.44 / 2 rounded up
-    assert first_round_prompts(16, 8, 2, None, 4, 1) == 8  # not yet observed: the sampler's batch
-    assert first_round_prompts(4, 8, 2, 0.9, 4, 1) == 8  # need covered by the sampler's batch: never smaller
-    assert first_round_prompts(0, 8, 2, 0.5, 4, 1) == 8  # carried groups cover the need: still one plain round
+    assert round_prompts(16, base=8, num_processes=2, kept_fraction=0.25, max_factor=8, confidence=0) == 32
+    assert round_prompts(16, 8, 2, 0.25, max_factor=3, confidence=0) == 24  # capped at 3 x 8
+    assert round_prompts(16, 8, 2, 0.0, max_factor=4, confidence=0) == 32  # nothing kept: the cap
+    assert round_prompts(16, 8, 2, 0.25, 8, confidence=1) == 40  # 79.44 / 2 rounded up
+    assert round_prompts(16, 8, 2, None, 4, 1) == 8  # not yet observed: the sampler's batch
+    assert round_prompts(4, 8, 2, 0.9, 4, 1) == 8  # need covered by the sampler's batch: never smaller
+    assert round_prompts(0, 8, 2, 0.5, 4, 1) == 8  # carried groups cover the need: still one plain round
 
 
 def test_later_round_in_the_first_step_is_sized_from_the_first_round_alone():
@@ -65,7 +65,7 @@ def test_later_round_folds_the_step_into_the_moving_average_and_never_goes_below
     assert later_round_prompts(1, 8, 1, 0.9, kept=7, generated=8, decay=0.8, max_factor=4, confidence=1) == 8
     # the same sizing as the first round at the folded fraction (one rule, not two)
     folded = update_kept_fraction(0.3, 5, 40, 0.8)
-    assert later_round_prompts(9, 8, 2, 0.3, 5, 40, 0.8, 4, 1) == first_round_prompts(9, 8, 2, folded, 4, 1)
+    assert later_round_prompts(9, 8, 2, 0.3, 5, 40, 0.8, 4, 1) == round_prompts(9, 8, 2, folded, 4, 1)
 
 
 def test_carry_buffer_takes_oldest_first_and_evicts_by_age():

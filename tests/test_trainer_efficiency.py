@@ -98,9 +98,9 @@ def test_surplus_groups_train_in_the_next_batch_with_their_age_and_logps(tmp_pat
     assert len(trainer.sampling.carry) == 0, "the evicted group is gone"
 
 
-def test_adaptive_first_round_needs_about_one_round_per_step(tmp_path, tiny_model_dir):
+def test_adaptive_rounds_need_about_one_round_per_step(tmp_path, tiny_model_dir):
     reward = alternating_if(lambda a: a % 4 == 0)  # a in 0..7: a quarter of the prompts give signal
-    trainer = make_trainer(tmp_path, tiny_model_dir, reward, adaptive_first_round=True, max_first_round_factor=8.0)
+    trainer = make_trainer(tmp_path, tiny_model_dir, reward, adaptive_rounds=True, max_round_factor=8.0)
     for _ in range(6):
         step(trainer, (0, 1, 2, 3))
     rounds = metric(trainer, "rounds")
@@ -114,7 +114,7 @@ def test_first_step_sizes_its_later_rounds_from_its_first_round(tmp_path, tiny_m
     The second round is sized for the 3 missing groups at that 1/4 (20 prompts at one standard deviation), so
     the step needs 2 rounds. Later rounds of the sampler's size keep ~1 group each: that step needs 6 rounds."""
     reward = alternating_if(lambda a: a % 4 == 0)
-    trainer = make_trainer(tmp_path, tiny_model_dir, reward, adaptive_first_round=True, max_first_round_factor=8.0)
+    trainer = make_trainer(tmp_path, tiny_model_dir, reward, adaptive_rounds=True, max_round_factor=8.0)
     step(trainer, (0, 1, 2, 3))
     assert metric(trainer, "first_round_prompts") == [4.0], "no average yet: the sampler's batch"
     assert metric(trainer, "rounds") == [2], "the second round is sized from the first round's kept fraction"
@@ -166,7 +166,7 @@ def test_checkpoint_holds_carry_buffer_and_skip_history_and_resume_continues(tmp
         max_steps=6,
         save_strategy="steps",
         save_steps=4,
-        adaptive_first_round=True,
+        adaptive_rounds=True,
         max_carry_age=2,
         skip_no_signal_prompts=True,
         skip_after=1,
