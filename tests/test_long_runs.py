@@ -101,18 +101,15 @@ def test_a_second_run_into_a_busy_output_dir_is_refused(tiny_model_dir, tmp_path
     assert not (tmp_path / "out" / "checkpoint-1").exists()
 
 
-README_PLUGIN = """
-from dler.penalties import LengthPenalty, register_penalty
-
-@register_penalty("shorter")
-class ShorterIsBetter(LengthPenalty):
-    def __call__(self, group):
-        return group.correctness * (1 - 0.5 * (group.lengths / group.budget).clamp(max=1))
-"""
+def readme_plugin() -> str:
+    """The README's custom-penalty example, verbatim (the python block that registers "shorter")."""
+    blocks = (ROOT / "README.md").read_text().split("```python\n")[1:]
+    (block,) = [b.split("```")[0] for b in blocks if '@register_penalty("shorter")' in b]
+    return block
 
 
 def test_the_readme_plugin_trains_from_the_command_line(tiny_model_dir, tmp_path):
-    (tmp_path / "my_penalties.py").write_text(README_PLUGIN)
+    (tmp_path / "my_penalties.py").write_text(readme_plugin())
     log = ok(recipe(tiny_model_dir, tmp_path, cwd=tmp_path, penalty_module="my_penalties", penalty="shorter"))
     assert json.loads((tmp_path / "out" / "trainer_state.json").read_text())["global_step"] == 2, log
     proc = recipe(tiny_model_dir, tmp_path, cwd=tmp_path, penalty="shorter", output_dir=tmp_path / "o2")
