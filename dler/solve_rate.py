@@ -11,7 +11,7 @@ import json
 import logging
 from pathlib import Path
 
-from dler.eval.benchmarks import Benchmark, register_benchmark
+from dler.eval.benchmarks import Benchmark, read_jsonl, register_benchmark
 from dler.eval.run import evaluate
 from dler.eval.settings import EvalConfig
 from dler.eval.store import GENERATIONS_DIR, GenerationStore
@@ -19,18 +19,6 @@ from dler.eval.store import GENERATIONS_DIR, GenerationStore
 logger = logging.getLogger(__name__)
 
 BENCHMARK = "solve_rate"
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    rows = []
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}, line {i}: not JSON ({e.msg})") from None
-    return rows
 
 
 def solve_rates(

@@ -215,7 +215,8 @@ def _content_sha256(problems: list[Problem]) -> str:
     return h.hexdigest()
 
 
-def _rows_local(path: Path) -> list[dict]:
+def read_jsonl(path: str | Path, error: type[Exception] = ValueError) -> list[dict]:
+    """The objects of a JSON Lines file (blank lines skipped); a bad line raises `error` naming the file and line."""
     rows = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -224,9 +225,9 @@ def _rows_local(path: Path) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise BenchmarkError(f"{path}:{lineno} is not valid JSON ({exc.msg})") from None
+                raise error(f"{path}:{lineno} is not valid JSON ({exc.msg})") from None
             if not isinstance(row, dict):
-                raise BenchmarkError(f"{path}:{lineno} is not a JSON object")
+                raise error(f"{path}:{lineno} is not a JSON object")
             rows.append(row)
     return rows
 
@@ -268,7 +269,7 @@ def load_benchmark(
         path = local_path(benchmark, data_dir)
         if not path.is_file():
             check_local_files([benchmark], data_dir)
-        rows = _rows_local(path)
+        rows = read_jsonl(path, BenchmarkError)
         where = str(path)
         file_sha = _sha256_file(path)
         source = {"type": "local", "path": str(path.resolve()), "file_sha256": file_sha,
