@@ -67,6 +67,8 @@ def test_missing_data_file_names_the_path_and_the_expected_name(capsys, tmp_path
         (["--backend", "sglang"], "invalid choice: 'sglang'"),
         (["--prompt-template", "no placeholder"], "must contain {problem}"),
         (["--tensor-parallel-size", "2", "--backend", "transformers"], "need --backend vllm"),
+        (["--data-parallel-size", "0"], "tensor_parallel_size and data_parallel_size must be >= 1"),
+        (["--gpu-memory-utilization", "1.5"], "gpu_memory_utilization must be in (0, 1], got 1.5"),
         (["--grader", "verl"], "argument --grader: invalid choice: 'verl'"),
     ],
 )

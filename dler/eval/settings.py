@@ -8,6 +8,7 @@ from pathlib import Path
 from dler.eval.benchmarks import DEFAULT_BENCHMARKS, R1_PROMPT_TEMPLATE, check_local_files, parse_benchmarks
 from dler.eval.generate import SamplingSettings, resolve_backend
 from dler.eval.preflight import check_model_id
+from dler.eval.vllm_backend import check_engine_settings
 from dler.rewards import check_grader
 
 
@@ -61,10 +62,7 @@ class EvalConfig:
             raise ValueError(f"--limit must be >= 1, got {self.limit}")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"--chunk-size must be >= 1, got {self.chunk_size}")
-        if self.tensor_parallel_size < 1 or self.data_parallel_size < 1:
-            raise ValueError("--tensor-parallel-size and --data-parallel-size must be >= 1")
-        if not 0 < self.gpu_memory_utilization <= 1:
-            raise ValueError(f"--gpu-memory-utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        check_engine_settings(self.tensor_parallel_size, self.data_parallel_size, self.gpu_memory_utilization)
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError(f"--max-model-len must be >= 1, got {self.max_model_len}")
         if "{problem}" not in self.prompt_template:

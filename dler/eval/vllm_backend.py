@@ -12,7 +12,6 @@ empty, the wait is for the requests already running, not for a pre-assigned shar
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import multiprocessing
 import os
@@ -21,8 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from dler.eval.generate import Request, Sample, SamplingSettings
-
-logger = logging.getLogger(__name__)
+from dler.eval.vllm_engine import abort, engine_inputs, engine_process, enqueue, samples_of, step_finished
 
 Finished = list[tuple[int, list[Sample]]]  # requests that finished: (request index, samples)
 
@@ -41,93 +39,16 @@ def dp_device_groups(data_parallel_size: int, tensor_parallel_size: int, visible
     return [",".join(devices[r * tp : (r + 1) * tp]) for r in range(data_parallel_size)]
 
 
-def _samples_from_request_output(output) -> list[Sample]:
-    reasons = [str(o.finish_reason) if o.finish_reason is not None else "unknown" for o in output.outputs]
-    return [Sample(o.text, len(o.token_ids), r == "length", r) for o, r in zip(output.outputs, reasons, strict=True)]
-
-
-def _inputs(prompt_ids: list[list[int]], param_kwargs: list[dict]) -> tuple[list[dict], list]:
-    """vLLM's arguments for these requests: token prompts and their `SamplingParams`."""
-    from vllm import SamplingParams
-
-    return [{"prompt_token_ids": list(ids)} for ids in prompt_ids], [SamplingParams(**kw) for kw in param_kwargs]
-
-
-def _enqueue(llm, prompt_ids: list[list[int]], param_kwargs: list[dict]) -> list[str]:
-    """Add requests to a vLLM engine without running it (`LLM.enqueue`, vLLM >= 0.29); their request ids."""
-    return list(llm.enqueue(*_inputs(prompt_ids, param_kwargs), use_tqdm=False))
-
-
-def _step_finished(llm, pending: dict[str, Any]) -> list[tuple[Any, list[Sample]]]:
-    """One engine step; (our key, samples) of the pending requests it finished."""
-    finished = []
-    for output in llm.llm_engine.step():
-        if getattr(output, "finished", True) and output.request_id in pending:
-            finished.append((pending.pop(output.request_id), _samples_from_request_output(output)))
-    return finished
-
-
-def _abort(llm, request_ids: list[str]) -> None:
-    try:
-        llm.llm_engine.abort_request(request_ids)
-    except Exception as exc:  # the engine may already be gone (Ctrl-C reaches its processes too)
-        logger.debug("could not abort %d vLLM requests: %s", len(request_ids), exc)
-
-
-def _engine_max_num_seqs(llm) -> int | None:
-    try:
-        return int(llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
-    except (AttributeError, TypeError, ValueError):
-        return None
-
-
-def _dp_worker(conn, devices: str, llm_kwargs: dict) -> None:
-    """One data-parallel vLLM engine in its own process, on its own GPUs. Messages in: ("add", [(key, prompt_ids,
-    sampling kwargs), ...]), ("abort", None), None (stop). Out: ("ready", {"max_num_seqs": ...}), ("done", [(key,
-    samples), ...]) as requests finish, ("error", text). It steps whenever it holds requests, else waits."""
-    os.environ["CUDA_VISIBLE_DEVICES"] = devices
-    try:
-        from vllm import LLM
-
-        llm = LLM(**llm_kwargs)
-        conn.send(("ready", {"max_num_seqs": _engine_max_num_seqs(llm)}))
-    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the parent reports it
-        return
-    except BaseException as exc:  # report start-up failures to the parent instead of hanging it
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
-        return
-    pending: dict[str, Any] = {}
-    try:
-        while True:
-            while not pending or conn.poll():
-                message = conn.recv()
-                if message is None:
-                    return
-                kind, payload = message
-                if kind == "abort":
-                    if pending:
-                        _abort(llm, list(pending))
-                    pending.clear()
-                elif kind == "add":
-                    try:
-                        ids = _enqueue(llm, [ids for _, ids, _ in payload], [kw for _, _, kw in payload])
-                    except Exception as exc:  # e.g. a prompt longer than max_model_len
-                        conn.send(("error", f"{type(exc).__name__}: {exc}"))
-                        continue
-                    pending.update(zip(ids, [key for key, _, _ in payload], strict=True))
-            if not pending:
-                continue
-            try:
-                finished = _step_finished(llm, pending)
-            except Exception as exc:
-                _abort(llm, list(pending))
-                pending.clear()
-                conn.send(("error", f"{type(exc).__name__}: {exc}"))
-                continue
-            if finished:
-                conn.send(("done", finished))
-    except (KeyboardInterrupt, EOFError, BrokenPipeError):
-        return
+def check_engine_settings(
+    tensor_parallel_size: int, data_parallel_size: int, gpu_memory_utilization: float, dp_inflight: int | None = None
+) -> None:
+    """Refuse engine settings vLLM cannot start with (`dler eval` checks them before anything loads)."""
+    if tensor_parallel_size < 1 or data_parallel_size < 1:
+        raise ValueError("tensor_parallel_size and data_parallel_size must be >= 1")
+    if not 0 < gpu_memory_utilization <= 1:
+        raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
+    if dp_inflight is not None and dp_inflight < 1:
+        raise ValueError(f"dp_inflight must be >= 1, got {dp_inflight}")
 
 
 class VLLMBackend:
@@ -162,12 +83,7 @@ class VLLMBackend:
         batch_invariant: bool = False,
         dp_inflight: int | None = None,
     ):
-        if tensor_parallel_size < 1 or data_parallel_size < 1:
-            raise ValueError("tensor_parallel_size and data_parallel_size must be >= 1")
-        if not 0 < gpu_memory_utilization <= 1:
-            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
-        if dp_inflight is not None and dp_inflight < 1:
-            raise ValueError(f"dp_inflight must be >= 1, got {dp_inflight}")
+        check_engine_settings(tensor_parallel_size, data_parallel_size, gpu_memory_utilization, dp_inflight)
         self.model_name = model
         self.tensor_parallel_size = tensor_parallel_size
         self.data_parallel_size = data_parallel_size
@@ -240,7 +156,7 @@ class VLLMBackend:
         try:
             for rank, devices in enumerate(groups):
                 parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_dp_worker, args=(child, devices, self.llm_kwargs(rank)), daemon=False)
+                proc = ctx.Process(target=engine_process, args=(child, devices, self.llm_kwargs(rank)), daemon=False)
                 proc.start()
                 child.close()
                 self._workers.append((proc, parent))
@@ -285,23 +201,23 @@ class VLLMBackend:
     def _stream_single(self, requests: list[Request], params: list[dict]) -> Iterator[Finished]:
         llm = self._llm
         if not hasattr(llm, "enqueue"):  # vLLM < 0.29: one blocking call, results at the end
-            outputs = llm.generate(*_inputs([r.prompt_ids for r in requests], params), use_tqdm=self.progress)
+            outputs = llm.generate(*engine_inputs([r.prompt_ids for r in requests], params), use_tqdm=self.progress)
             if len(outputs) != len(requests):
                 raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(requests)} prompts")
-            yield [(i, _samples_from_request_output(o)) for i, o in enumerate(outputs)]
+            yield [(i, samples_of(o)) for i, o in enumerate(outputs)]
             return
-        ids = _enqueue(llm, [r.prompt_ids for r in requests], params)
+        ids = enqueue(llm, [r.prompt_ids for r in requests], params)
         pending = dict(zip(ids, range(len(requests)), strict=True))
         try:
             while pending:
                 if not llm.llm_engine.has_unfinished_requests():
                     raise RuntimeError(f"vLLM finished without outputs for {len(pending)} of the requests")
-                finished = _step_finished(llm, pending)
+                finished = step_finished(llm, pending)
                 if finished:
                     yield finished
         finally:
             if pending:
-                _abort(llm, list(pending))
+                abort(llm, list(pending))
 
     def _stream_dp(self, requests: list[Request], params: list[dict], n: int) -> Iterator[Finished]:
         from multiprocessing.connection import wait
