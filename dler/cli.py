@@ -49,6 +49,7 @@ def _ks(text: str) -> list[int]:
 
 def _eval_parser(sub) -> argparse.ArgumentParser:
     from dler.eval.benchmarks import DEFAULT_BENCHMARKS, R1_PROMPT_TEMPLATE
+    from dler.eval.generate import BACKENDS
     from dler.rewards import GRADERS
 
     p = sub.add_parser(
@@ -67,7 +68,7 @@ def _eval_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--max-tokens", type=int, default=32768, help="generation cap per response")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", choices=("auto", "vllm", "transformers"), default="auto",
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="auto: vLLM when installed, else transformers")  # fmt: skip
     p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark (smoke runs)")
     p.add_argument("--chunk-size", type=int, default=None,
@@ -118,6 +119,8 @@ def _report_parser(sub) -> argparse.ArgumentParser:
 
 
 def _solve_rate_parser(sub) -> argparse.ArgumentParser:
+    from dler.eval.generate import BACKENDS
+
     p = sub.add_parser(
         "solve-rate",
         help="estimate each training problem's solve rate by sampling, and write it as a column",
@@ -135,7 +138,7 @@ def _solve_rate_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=8192)
     p.add_argument("--problem-column", default="problem")
     p.add_argument("--answer-column", default="answer")
-    p.add_argument("--backend", choices=("auto", "vllm", "transformers"), default="auto")
+    p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--seed", type=int, default=0)
     return p
 

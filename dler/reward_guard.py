@@ -29,7 +29,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-TRL_CONTROL_KWARGS = ("trainer_state", "log_extra", "log_metric", "environments")
+TRL_CONTROL_KWARGS = ("trainer_state", "log_extra", "log_metric", "environments")  # TRL's, not dataset columns
 REPEAT_SECONDS = 1.0  # the watchdog repeats its interrupt this often until the call ends
 FLUSH_SECONDS = 2.0  # at most this long, after the call, for an interrupt already sent to be handled
 

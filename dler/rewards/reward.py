@@ -10,6 +10,7 @@ import time
 from collections import Counter, OrderedDict
 from typing import Any, NamedTuple
 
+from dler.reward_guard import TRL_CONTROL_KWARGS  # what TRL passes besides the dataset columns
 from dler.rewards import extract, released
 from dler.rewards.pool import GradingPool
 from dler.rewards.prechecks import MAX_ANSWER_CHARS, MAX_DEPTH
@@ -26,7 +27,6 @@ from dler.rewards.worker import run_job
 
 logger = logging.getLogger(__name__)
 
-_TRL_KWARGS = ("trainer_state", "log_extra", "log_metric", "environments")
 GRADERS = ("dler", "released")
 # job kinds of the grading workers (`dler.rewards.worker`) per grader: (grade one answer, check one gold)
 _JOBS = {"dler": ("grade", "gold"), "released": ("grade_released", "gold_released")}
@@ -193,7 +193,7 @@ class MathReward:
 
     def __call__(self, prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float]:
         if self.answer_column not in kwargs:
-            columns = sorted(k for k in kwargs if k not in _TRL_KWARGS)
+            columns = sorted(k for k in kwargs if k not in TRL_CONTROL_KWARGS)
             raise MissingAnswerColumn(
                 f"MathReward reads the gold answers from the dataset column {self.answer_column!r}, which is not "
                 f"among the columns it received: {columns}. Pass MathReward(answer_column=...) with the right name."
