@@ -83,9 +83,10 @@ merge-sweep: $(STAMP) ## update-selective merging (paper Sec. 4.6): FRACTIONS x 
 	$(MAKE) eval MODEL=$(TUNED_MODEL) EVAL_DIR=$(MERGE_DIR)/eval/tuned
 	$(MAKE) table RUNS="$$(ls -d $(MERGE_DIR)/eval/*/ | grep -v /base/)" BASELINE=$(MERGE_DIR)/eval/base REPORT_DIR=$(MERGE_DIR)/report
 
-lint: $(STAMP) ## ruff: lint and format check (CI runs it before the tests)
+lint: $(STAMP) ## ruff lint and format check, and no library module over 400 lines (CI runs it before the tests)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	@find dler -name '*.py' -exec wc -l {} + | awk '$$2 != "total" && $$1 > 400 {print "over 400 lines: " $$2 " (" $$1 ")"; bad = 1} END {exit bad}'
 
 bench: $(STAMP) ## benchmarks: print ratios against baselines measured in the same run
 	$(PY) benchmarks/overhead.py
