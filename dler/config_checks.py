@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import warnings
 
+from dler.kl import ESTIMATORS as KL_ESTIMATORS
+
 ADVANTAGE_NORMALIZATIONS = ("batch", "group", "none")
 ADVANTAGE_WEIGHTINGS = ("token", "sequence")
 SAMPLING_METRICS = ("reward", "correctness")
 EXHAUSTED_ACTIONS = ("error", "partial")
-KL_ESTIMATORS = ("k2", "low_var_kl", "k3")
 
 
 def check_choice(config, name: str, allowed) -> None:

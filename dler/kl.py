@@ -28,7 +28,7 @@ def kl_low_var(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
     return kl_k3(logps, ref_logps).clamp(min=-LOW_VAR_KL_CLAMP, max=LOW_VAR_KL_CLAMP)
 
 
-ESTIMATORS = {"k3": kl_k3, "k2": kl_k2, "low_var_kl": kl_low_var}
+ESTIMATORS = {"k2": kl_k2, "low_var_kl": kl_low_var, "k3": kl_k3}  # paper, released run, TRL's own
 
 
 def kl_penalty_terms(
