@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "eval"))
 
-from eval_fakes import CharTokenizer, ScriptedBackend  # noqa: E402
+from eval_fakes import CharTokenizer, ScriptedBackend, ctrl_c_after  # noqa: E402
 
 from dler.eval.errors import ResumeError  # noqa: E402
 from dler.eval.protocol import derive_seed  # noqa: E402
@@ -427,16 +427,6 @@ def test_a_protocol_from_a_run_that_generated_nothing_does_not_block_the_correct
 
 def test_ctrl_c_keeps_what_was_written_and_reports_progress(tmp_path):
     from dler.eval.errors import EvalInterrupted
-
-    def ctrl_c_after(count):
-        seen = []
-
-        def hook(benchmark, index):
-            seen.append(index)
-            if len(seen) == count:
-                raise KeyboardInterrupt
-
-        return hook
 
     cfg = config(tmp_path, benchmarks=["math500", "aime24"], chunk_size=1)
     with pytest.raises(EvalInterrupted) as info:

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "eval"))
 
-from eval_fakes import CharTokenizer, ScriptedBackend  # noqa: E402
+from eval_fakes import CharTokenizer, ScriptedBackend, ctrl_c_after  # noqa: E402
 
 from dler import cli  # noqa: E402
 from dler.eval.errors import EvalInterrupted, ResumeError  # noqa: E402
@@ -107,16 +107,6 @@ def test_scaling_rerun_is_a_no_op_and_an_interrupted_run_resumes(tmp_path):
     second = evaluate_scaling(config(tmp_path), backend=again, tokenizer=CharTokenizer())
     assert again.calls == [] and second["benchmarks"] == first["benchmarks"]
     assert [s.get("questions_timed") for s in second["protocol"]["sessions"]] == [10, 0]
-
-    def ctrl_c_after(count):
-        seen = []
-
-        def hook(benchmark, index):
-            seen.append(index)
-            if len(seen) == count:
-                raise KeyboardInterrupt
-
-        return hook
 
     cut = config(tmp_path / "cut")
     with pytest.raises(EvalInterrupted) as info:
