@@ -1,7 +1,9 @@
 """Advantage estimators: DLER's batch-wise normalisation and the GRPO baselines it replaces.
 
 All functions are pure: rewards come laid out as consecutive groups of `group_size` rollouts (the layout
-TRL uses) and one advantage per sequence comes back.
+TRL uses) and one advantage per sequence comes back. A NaN reward is an unscorable rollout (every reward function
+returned None, TRL 1.16's convention): it is left out of the group mean and of every batch statistic (weight 0),
+and its advantage is 0, as TRL's.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import torch
 
 WHITEN_EPS = 1e-8  # added to the variance, as verl's `masked_whiten`
 GROUP_STD_EPS = 1e-4  # added to the std, as TRL's GRPO
+NORMALIZATIONS = ("batch", "group", "batch_std", "none")
 
 
 def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -21,12 +24,23 @@ def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     return rewards.view(-1, group_size)
 
 
+def nanstd(values: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Standard deviation over the non-NaN entries, Bessel-corrected; NaN when fewer than 2 (TRL's `nanstd`)."""
+    if dim is None:
+        values, dim = values.reshape(-1), 0
+    count = (~torch.isnan(values)).sum(dim=dim, keepdim=True)
+    var = torch.nanmean((values - torch.nanmean(values, dim=dim, keepdim=True)) ** 2, dim=dim, keepdim=True)
+    std = torch.where(count > 1, (var * count / (count - 1)).sqrt(), torch.nan)
+    return std.squeeze(dim)
+
+
 def group_centered(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """`R_i - mean_group(R)`; a group of one rollout uses mean 0 (verl's `reinforce_plus_plus_baseline`)."""
+    """`R_i - mean_group(R)` over the group's scorable rollouts (NaN stays NaN); a group of one rollout uses mean 0
+    (verl's `reinforce_plus_plus_baseline`)."""
     grouped = _grouped(rewards, group_size)
     if group_size == 1:
         return grouped.reshape(-1).clone()
-    return (grouped - grouped.mean(dim=1, keepdim=True)).reshape(-1)
+    return (grouped - torch.nanmean(grouped, dim=1, keepdim=True)).reshape(-1)
 
 
 def batch_normalized_advantages(
@@ -40,7 +54,8 @@ def batch_normalized_advantages(
     `weighting="token"` reproduces the released code (verl `masked_whiten` over the response mask): each sequence
     counts once per response token, the variance is Bessel-corrected over the token count `n`, and
     `A_norm = (A - mu) / sqrt(var + 1e-8)`. `weighting="sequence"` is the paper's formula: the same with every
-    sequence weighted 1 (Bessel over the number of sequences). Returns float32, one value per sequence.
+    sequence weighted 1 (Bessel over the number of sequences). Unscorable (NaN) rollouts weigh 0 and get 0.
+    Returns float32, one value per sequence.
     """
     centered = group_centered(rewards, group_size)
     if weighting == "token":
@@ -55,6 +70,9 @@ def batch_normalized_advantages(
         weights = torch.ones_like(centered)
     else:
         raise ValueError(f"weighting must be 'token' or 'sequence', got {weighting!r}")
+    scorable = ~torch.isnan(centered)
+    weights = torch.where(scorable, weights, 0.0)
+    centered = torch.where(scorable, centered, 0.0)
     n = weights.sum()
     if n <= 0:
         return torch.zeros_like(centered, dtype=torch.float32)
@@ -62,17 +80,27 @@ def batch_normalized_advantages(
     var = ((centered - mean) ** 2 * weights).sum() / n
     if n > 1:  # Bessel's correction; a single token has no spread to correct
         var = var * n / (n - 1)
-    return ((centered - mean) / torch.sqrt(var + WHITEN_EPS)).to(torch.float32)
+    return torch.where(scorable, (centered - mean) / torch.sqrt(var + WHITEN_EPS), 0.0).to(torch.float32)
 
 
 def group_normalized_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """GRPO's advantage: `(R - mean_group) / (std_group + 1e-4)`, std with Bessel's correction (as TRL)."""
+    """GRPO's advantage: `(R - mean_group) / (std_group + 1e-4)`, std with Bessel's correction over the group's
+    scorable rollouts (as TRL's `scale_rewards="group"`; 0 where fewer than 2 are scorable)."""
     grouped = _grouped(rewards, group_size)
     centered = group_centered(rewards, group_size)
     if group_size == 1:
-        return centered.to(torch.float32)
-    std = grouped.std(dim=1, unbiased=True).repeat_interleave(group_size)
-    return (centered / (std + GROUP_STD_EPS)).to(torch.float32)
+        return centered.nan_to_num(nan=0.0).to(torch.float32)
+    std = nanstd(grouped, dim=1).repeat_interleave(group_size)
+    return (centered / (std + GROUP_STD_EPS)).nan_to_num(nan=0.0).to(torch.float32)
+
+
+def batch_std_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """TRL's `scale_rewards="batch"` (PPO-Lite): `(R - mean_group) / (std_batch(R) + 1e-4)`, the std of the batch's
+    rewards themselves (not of the centred values), Bessel-corrected over the scorable rollouts. Not DLER's
+    batch whitening, which also re-centres and uses the centred values' spread."""
+    rewards = _grouped(rewards, group_size).reshape(-1)
+    std = nanstd(rewards) if rewards.numel() > 1 else torch.zeros((), dtype=torch.float64)
+    return (group_centered(rewards, group_size) / (std + GROUP_STD_EPS)).nan_to_num(nan=0.0).to(torch.float32)
 
 
 def compute_advantages(
@@ -84,7 +112,8 @@ def compute_advantages(
     correct: torch.Tensor | None = None,
     correct_boost: float = 0.0,
 ) -> torch.Tensor:
-    """One entry point for the trainer: `normalization` is "batch" (DLER), "group" (GRPO) or "none" (centred only).
+    """One entry point for the trainer: `normalization` is "batch" (DLER's whitening), "group" (GRPO),
+    "batch_std" (TRL's `scale_rewards="batch"`) or "none" (centred only). Unscorable (NaN) rewards get 0.
 
     `correct_boost` is the released code's `correct_sample_advantage_boost_value`: added to the final advantage of
     every sample whose `correct` flag is set.
@@ -93,10 +122,12 @@ def compute_advantages(
         advantages = batch_normalized_advantages(rewards, group_size, lengths=lengths, weighting=weighting)
     elif normalization == "group":
         advantages = group_normalized_advantages(rewards, group_size)
+    elif normalization == "batch_std":
+        advantages = batch_std_advantages(rewards, group_size)
     elif normalization == "none":
-        advantages = group_centered(rewards, group_size).to(torch.float32)
+        advantages = group_centered(rewards, group_size).nan_to_num(nan=0.0).to(torch.float32)
     else:
-        raise ValueError(f"normalization must be 'batch', 'group' or 'none', got {normalization!r}")
+        raise ValueError(f"normalization must be one of {list(NORMALIZATIONS)}, got {normalization!r}")
     if correct_boost:
         if correct is None:
             raise ValueError("correct_boost needs the per-sample correctness flags (correct=...)")

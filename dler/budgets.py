@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import torch
+
 
 def parse_length_budgets(entries: Iterable[str | Sequence] | None) -> list[tuple[float, int]]:
     """Parse `["0.5:2000", ...]` (or `[(0.5, 2000), ...]`) into bands sorted by threshold, highest first."""
@@ -40,3 +42,11 @@ def budget_for_accuracy(accuracy: float, bands: Sequence[tuple[float, int]], def
         if accuracy >= threshold:
             return budget
     return default
+
+
+def group_accuracy(correctness: torch.Tensor) -> float:
+    """The fraction of a group's scorable rollouts with positive correctness (NaN, every correctness function None,
+    is left out); 0.0 when none is scorable."""
+    correctness = torch.as_tensor(correctness, dtype=torch.float32)
+    scorable = correctness[~torch.isnan(correctness)]
+    return (scorable > 0).float().mean().item() if scorable.numel() else 0.0

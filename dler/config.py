@@ -17,6 +17,8 @@ from dler.config_checks import (
     SAMPLING_METRICS,
     check_choice,
     check_config,
+    resolve_budget,
+    resolve_reward_settings,
 )
 from dler.presets import OPTIMIZER_RECIPES
 
@@ -47,7 +49,10 @@ class DLERConfig(GRPOConfig):
     )
     max_completion_length: int | None = field(
         default=4000,
-        metadata={"help": "Generation cap in tokens. Paper: the truncation length, 4000. Must be >= every budget."},
+        metadata={
+            "help": "Generation cap in tokens. Paper: the truncation length, 4000. Must be >= every budget; "
+            "`truncation_length` defaults to it."
+        },
     )
     beta: float = field(
         default=0.0005,
@@ -80,8 +85,8 @@ class DLERConfig(GRPOConfig):
         metadata={
             "help": "Per-token KL penalty against the reference model (coefficient `beta`). 'k2' = 0.5 (log p - log "
             "p_ref)^2, the paper's Table 4 (`kl_loss_type mse`); 'low_var_kl' = k3 clamped to [-10, 10], the "
-            "released run (verl's default); 'k3' = TRL's own, unclamped. 'k2' and 'low_var_kl' add the difference to "
-            "TRL's k3 term after TRL's loss (loss_type 'dapo' only).",
+            "released run (verl's default); 'k3' = TRL's own. 'k2'/'low_var_kl' add beta x (estimator - k3) after "
+            "TRL's loss, aggregated as any `loss_type` aggregates (Liger too). Need use_bias_correction_kl=False.",
             "choices": list(KL_ESTIMATORS),
         },
     )
@@ -107,7 +112,10 @@ class DLERConfig(GRPOConfig):
         },
     )
     loss_type: str = field(
-        default="dapo", metadata={"help": "Token-mean loss over the whole batch, as the paper. Keep 'dapo'."}
+        default="dapo",
+        metadata={
+            "help": "TRL's loss aggregation. 'dapo': token mean over the whole batch, as the paper; every TRL loss type works."
+        },
     )
     learning_rate: float = field(default=1e-6, metadata={"help": "Paper: 1e-6, constant, no warm-up."})
     lr_scheduler_type: str = field(default="constant", metadata={"help": "Paper: constant learning rate."})
@@ -141,11 +149,12 @@ class DLERConfig(GRPOConfig):
     )
 
     # ---- length budget and reward shaping ----
-    truncation_length: int = field(
-        default=4000,
+    truncation_length: int | None = field(
+        default=None,
         metadata={
             "help": "Length budget in tokens (EOS included). A response longer than its budget, or cut off by "
-            "`max_completion_length`, is over budget. Paper: 4000 for R1-Distill 1.5B/7B."
+            "`max_completion_length`, is over budget. Unset: `max_completion_length`, the paper's relation "
+            "(budget = generation cap = 4000 for R1-Distill 1.5B/7B). Must not exceed `max_completion_length`."
         },
     )
     truncated_reward_scale: float = field(
@@ -164,6 +173,22 @@ class DLERConfig(GRPOConfig):
             "`max_completion_length`; the budget acts through the reward."
         },
     )
+    correctness_rewards: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "The reward functions measuring correctness, by name (`trainer.reward_func_names`): their "
+            "weighted sum is the correctness c the length penalty shapes (and budgets, metrics, filter and boost "
+            "read); the others (format, ...) are added after shaping, as TRL adds them. Unset: the first function."
+        },
+    )
+    scale_rewards: str | None = field(
+        default=None,
+        metadata={
+            "help": "TRL's reward scaling, as `advantage_normalization`: 'group'/True -> 'group', 'none'/False -> "
+            "'none', 'batch' -> 'batch_std' (not DLER's whitening); refused if it contradicts an explicit one. "
+            "Unset: `advantage_normalization` (or `optimizer_recipe`) decides."
+        },
+    )
     reward_timeout: float | None = field(
         default=600.0,
         metadata={
@@ -178,8 +203,11 @@ class DLERConfig(GRPOConfig):
     advantage_normalization: str | None = field(
         default=None,
         metadata={
-            "help": "Unset: from `optimizer_recipe`. 'batch' (DLER): centre within the group, then whiten over the whole training batch of every "
-            "rank, after dynamic sampling. 'group': GRPO's per-group standardisation. 'none': group-centred only.",
+            "help": "Unset: from `scale_rewards` when set, else `optimizer_recipe`. 'batch' (DLER): centre within the "
+            "group, then whiten over the whole training batch of every rank, after dynamic sampling. 'group': GRPO's "
+            "per-group standardisation. 'batch_std': TRL's scale_rewards='batch' (group-centred, divided by the "
+            "batch's reward std). 'none': group-centred only. Unscorable rollouts (every reward None) weigh 0 and "
+            "get advantage 0, as in TRL.",
             "choices": list(ADVANTAGE_NORMALIZATIONS),
         },
     )
@@ -220,9 +248,10 @@ class DLERConfig(GRPOConfig):
     dynamic_sampling_metric: str = field(
         default="reward",
         metadata={
-            "help": "What must differ within a group for it to be kept: 'reward' (paper: shaped rewards) or "
-            "'correctness' (released code: raw correctness before the length penalty). With budgets below the "
-            "generation cap, 'correctness' drops all-correct groups whose shaped rewards still differ.",
+            "help": "What must differ within a group's scorable rollouts for it to be kept: 'reward' (paper: the "
+            "shaped reward, other reward functions included) or 'correctness' (released code: raw correctness before "
+            "the length penalty). With budgets below the generation cap, 'correctness' drops all-correct groups whose "
+            "shaped rewards still differ.",
             "choices": list(SAMPLING_METRICS),
         },
     )
@@ -237,7 +266,10 @@ class DLERConfig(GRPOConfig):
     )
     max_sampling_rounds: int = field(
         default=0,
-        metadata={"help": "Generation rounds per batch before giving up; 0 = no limit (released code)."},
+        metadata={
+            "help": "Generation rounds per batch before giving up; 0 = no limit (released code), except that a batch "
+            "whose rounds drew as many prompts as the training set holds without filling up stops the same way."
+        },
     )
     dynamic_sampling_exhausted: str = field(
         default="error",
@@ -326,6 +358,7 @@ class DLERConfig(GRPOConfig):
                     """an object, e.g. --penalty_kwargs '{"alpha": 0.1}'"""
                 ) from None
         check_choice(self, "optimizer_recipe", OPTIMIZER_RECIPES)
+        resolve_reward_settings(self)  # before the recipe fills advantage_normalization: scale_rewards may set it
         for name, value in OPTIMIZER_RECIPES[self.optimizer_recipe].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -337,6 +370,7 @@ class DLERConfig(GRPOConfig):
         if self.steps_per_generation is None and self.generation_batch_size is None:
             self.steps_per_generation = self.gradient_accumulation_steps * self.updates_per_generation
         super().__post_init__()
+        resolve_budget(self)
         self.length_budgets = [f"{a}:{b}" for a, b in self.budget_bands] if self.length_budgets else None
         self.penalty_kwargs = dict(self.penalty_kwargs or {})
         check_config(self)

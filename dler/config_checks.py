@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import warnings
 
+from dler.advantages import NORMALIZATIONS as ADVANTAGE_NORMALIZATIONS
 from dler.kl import ESTIMATORS as KL_ESTIMATORS
+from dler.kl import LOSS_TYPES
+from dler.reward_roles import AGGREGATIONS
 
-ADVANTAGE_NORMALIZATIONS = ("batch", "group", "none")
 ADVANTAGE_WEIGHTINGS = ("token", "sequence")
 SAMPLING_METRICS = ("reward", "correctness")
 EXHAUSTED_ACTIONS = ("error", "partial")
@@ -19,12 +21,60 @@ def check_choice(config, name: str, allowed) -> None:
         raise ValueError(f"{name}={value!r} is not one of {list(allowed)}")
 
 
+# TRL's scale_rewards (its bool aliases included) and the advantage_normalization that does what TRL documents for it
+SCALE_REWARDS = {"group": "group", "none": "none", "batch": "batch_std"}
+SCALE_REWARDS_ALIASES = {True: "group", False: "none", "true": "group", "false": "none"}
+
+
+def resolve_reward_settings(c) -> None:
+    """Before the recipe fills its fields: `scale_rewards` (TRL's names and bool aliases) selects the matching
+    `advantage_normalization` when that is unset, and is refused when it contradicts an explicit one;
+    `correctness_rewards` given as one name becomes a list."""
+    if isinstance(c.correctness_rewards, str):
+        c.correctness_rewards = [c.correctness_rewards]
+    if c.correctness_rewards is not None and (
+        not c.correctness_rewards or not all(isinstance(n, str) and n for n in c.correctness_rewards)
+    ):
+        raise ValueError(
+            f"correctness_rewards={c.correctness_rewards!r}: give reward function names (e.g. ['math_correctness']) "
+            "or leave it unset for the first reward function"
+        )
+    scale = c.scale_rewards
+    if scale is None:
+        return
+    scale = SCALE_REWARDS_ALIASES.get(scale.lower() if isinstance(scale, str) else scale, scale)
+    if scale not in SCALE_REWARDS:
+        raise ValueError(f"scale_rewards={c.scale_rewards!r} is not one of {list(SCALE_REWARDS)} (or True/False)")
+    c.scale_rewards, implied = scale, SCALE_REWARDS[scale]
+    if c.advantage_normalization is None:
+        c.advantage_normalization = implied
+    elif c.advantage_normalization != implied:
+        raise ValueError(
+            f"scale_rewards={scale!r} (TRL's {'batch std scaling' if scale == 'batch' else scale + ' scaling'}, "
+            f"advantage_normalization={implied!r}) contradicts advantage_normalization="
+            f"{c.advantage_normalization!r}. Set one of the two: advantage_normalization='batch' is DLER's batch "
+            "whitening, which no scale_rewards value means."
+        )
+
+
+def resolve_budget(c) -> None:
+    """`truncation_length` unset: the generation cap, the paper's relation (budget = cap = 4000)."""
+    if c.truncation_length is None:
+        if c.max_completion_length is None:
+            raise ValueError(
+                "truncation_length is unset and so is max_completion_length: set max_completion_length (the "
+                "generation cap; the length budget defaults to it) or truncation_length"
+            )
+        c.truncation_length = c.max_completion_length
+
+
 def check_config(c) -> None:
     """Every check on a built `DLERConfig` `c` (its TRL fields resolved, `steps_per_generation` derived)."""
     check_choice(c, "advantage_normalization", ADVANTAGE_NORMALIZATIONS)
     check_choice(c, "advantage_weighting", ADVANTAGE_WEIGHTINGS)
     check_choice(c, "dynamic_sampling_metric", SAMPLING_METRICS)
     check_choice(c, "dynamic_sampling_exhausted", EXHAUSTED_ACTIONS)
+    check_choice(c, "multi_objective_aggregation", AGGREGATIONS)
 
     if c.epsilon_high is not None and c.epsilon_high < c.epsilon:
         raise ValueError(
@@ -72,18 +122,17 @@ def check_config(c) -> None:
 
 
 def _check_kl(c) -> None:
+    """The estimator's correction (dler/kl_loss.py) works under every TRL 1.16 loss type and with Liger, whose
+    kernels TRL 1.16 applies to the model's layers only (no fused loss: the per-token log-probs stay exposed)."""
     check_choice(c, "kl_estimator", KL_ESTIMATORS)
+    if c.loss_type not in LOSS_TYPES:  # TRL itself would fail only at the first training step
+        raise ValueError(f"loss_type={c.loss_type!r} is not one of TRL 1.16's loss types {list(LOSS_TYPES)}")
     if c.kl_estimator == "k3" or c.beta == 0.0:
         return
     if c.use_bias_correction_kl:
         raise ValueError(
             f"kl_estimator={c.kl_estimator!r} replaces TRL's plain k3 term, which use_bias_correction_kl=True "
             "multiplies by the policy ratio. Set use_bias_correction_kl=False or kl_estimator='k3'."
-        )
-    if c.loss_type != "dapo" or c.use_liger_kernel:
-        raise ValueError(
-            f"kl_estimator={c.kl_estimator!r} is applied on TRL's 'dapo' loss only (got loss_type="
-            f"{c.loss_type!r}, use_liger_kernel={c.use_liger_kernel}). Set kl_estimator='k3'."
         )
 
 

@@ -298,26 +298,23 @@ def parse(defaults: dict, argv: list[str] | None = None):
     filled = OPTIMIZER_RECIPES[training_args.optimizer_recipe]
     own_defaults = DLERConfig.__dict__["__annotations__"]  # fields DLERConfig declares or re-declares
 
-    def source(name: str) -> str:
-        if name in command_line:
-            return "command line"
-        if name in yaml_keys:
-            return "YAML config"
-        if name == "steps_per_generation":
-            return "derived by DLERConfig: gradient_accumulation_steps x updates_per_generation"
-        if name in derived:
-            return derived[name][1]
-        if name in preset:
-            return f"preset {script_args.preset}: {preset[name][1]}"
-        if name in defaults:
-            return "recipe"
-        if name in filled:
-            return f"optimizer_recipe {training_args.optimizer_recipe}: fills it when unset"
-        if name in own_defaults:
-            return "DLERConfig default (its help names the source)"
-        return "default (TRL / transformers)"
-
-    sources = {name: source(name) for name in OBJECTIVE}
+    scale_rewards = training_args.scale_rewards  # when set, it chose advantage_normalization (DLERConfig)
+    layers = [  # where a setting came from: the first layer that names it
+        dict.fromkeys(command_line, "command line"),
+        dict.fromkeys(yaml_keys, "YAML config"),
+        {"steps_per_generation": "derived by DLERConfig: gradient_accumulation_steps x updates_per_generation"},
+        {name: why for name, (_, why) in derived.items()},
+        {name: f"preset {script_args.preset}: {why}" for name, (_, why) in preset.items()},
+        dict.fromkeys(defaults, "recipe"),
+        {"truncation_length": "derived: max_completion_length"},
+        {"advantage_normalization": f"derived: scale_rewards={scale_rewards!r}"} if scale_rewards else {},
+        dict.fromkeys(filled, f"optimizer_recipe {training_args.optimizer_recipe}: fills it when unset"),
+        dict.fromkeys(own_defaults, "DLERConfig default (its help names the source)"),
+    ]
+    sources = {
+        name: next((layer[name] for layer in layers if name in layer), "default (TRL / transformers)")
+        for name in OBJECTIVE
+    }
     sources["max_steps"] += f" ({batch['generation_steps']:g} generation steps x {updates} updates each)"
     return script_args, training_args, model_args, batch, sources
 

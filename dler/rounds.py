@@ -69,26 +69,28 @@ class DynamicSampling:
             evicted, selected = state.take_carried(target)
             metrics["dynamic_sampling/carry_evicted"].append(float(len(evicted)))
         rounds: list[RoundScores] = []
-        counts = {"kept": 0, "all_zero": 0, "all_positive": 0}
+        counts = {"kept": 0, "all_zero": 0, "all_positive": 0, "unscorable": 0}
         round_inputs, indices = self._first_round(inputs, quota, target - len(selected))
         while True:
             refs, scores = self._run_round(round_inputs, len(rounds))
             rounds.append(scores)
             keep = [True] * len(refs)
             if args.dynamic_sampling:
-                metric = scores.shaped if args.dynamic_sampling_metric == "reward" else scores.correctness
+                metric = scores.total if args.dynamic_sampling_metric == "reward" else scores.correctness
                 signal = classify_groups(metric, group_size)
                 keep = signal.keep.tolist()
-                counts["kept"] += int(signal.keep.sum())
-                counts["all_zero"] += int(signal.all_zero.sum())
-                counts["all_positive"] += int(signal.all_positive.sum())
+                for name in counts:
+                    counts[name] += int(getattr(signal, "keep" if name == "kept" else name).sum())
                 if indices is not None:  # the whole round came from the stream: its prompts are known globally
                     state.record(indices, keep)
             selected += [ref for ref, kept in zip(refs, keep, strict=True) if kept]
             if len(selected) >= target:
                 break
-            if args.max_sampling_rounds and len(rounds) >= args.max_sampling_rounds:
-                quota = self._on_exhausted(len(selected), target, counts, len(rounds))
+            drawn = sum(len(s.shaped) for s in rounds) // group_size + self._skipped
+            if (args.max_sampling_rounds and len(rounds) >= args.max_sampling_rounds) or (
+                not args.max_sampling_rounds and drawn >= len(self.train_dataset)
+            ):
+                quota = self._on_exhausted(len(selected), target, counts, len(rounds), drawn)
                 break
             if not args.max_sampling_rounds and len(rounds) in (10, 100, 1000):
                 logger.warning(
@@ -188,8 +190,8 @@ class DynamicSampling:
         finally:
             self._replay = None
         self._restore_behaviour_logps(output, groups)
-        self._metrics["train"]["dler/batch_shaped_reward"].append(scores.shaped.mean().item())
-        advantages = self._advantages(scores.shaped, scores.correctness, scores.lengths, group_size)
+        self._metrics["train"]["dler/batch_shaped_reward"].append(scores.shaped.nanmean().item())
+        advantages = self._advantages(scores, group_size)
         self._relog_advantages(advantages)
         per_rank = len(advantages) // num_processes
         output["advantages"] = advantages[rank * per_rank : (rank + 1) * per_rank].to(self.accelerator.device)
@@ -301,20 +303,30 @@ class DynamicSampling:
         rows = [dict(self._stream_dataset[i]) for i in indices[rank * num_prompts : (rank + 1) * num_prompts]]
         return [row for row in rows for _ in range(self.num_generations)], indices
 
-    def _on_exhausted(self, kept: int, target: int, counts: dict, rounds: int) -> int:
-        """Rounds ran out: raise (every rank at once, the decision being global) or return a partial quota."""
+    def _on_exhausted(self, kept: int, target: int, counts: dict, rounds: int, drawn: int) -> int:
+        """Rounds ran out (`max_sampling_rounds`), or with no limit the rounds of this batch drew as many prompts as
+        the training set holds without filling it (a bound a healthy run never meets): raise (every rank at once,
+        the decision being global) or return a partial quota."""
         args = self.args
+        limit = (
+            f"after {rounds} rounds (max_sampling_rounds={args.max_sampling_rounds})"
+            if args.max_sampling_rounds
+            else f"after {rounds} rounds, which drew {drawn} prompts, as many as the training set holds "
+            f"({len(self.train_dataset)}; max_sampling_rounds=0 allows any number of rounds, but not a whole "
+            "pass over the data for one batch)"
+        )
         what = (
-            f"Dynamic sampling found {kept} of the {target} groups with signal after {rounds} rounds "
-            f"(max_sampling_rounds={args.max_sampling_rounds}): {counts['all_zero']} groups scored all zero, "
-            f"{counts['all_positive']} all positive (metric: {args.dynamic_sampling_metric})."
+            f"Dynamic sampling found {kept} of the {target} groups with signal {limit}: {counts['all_zero']} groups "
+            f"scored all zero, {counts['all_positive']} all positive, {counts['unscorable']} unscorable (every "
+            f"reward None) (metric: {args.dynamic_sampling_metric})."
         )
         quota = partial_quota(kept, self.accelerator.num_processes, self.num_generations, args.steps_per_generation)
         if args.dynamic_sampling_exhausted == "partial" and quota > 0:
             logger.warning("%s Training on a partial batch of %d groups per rank.", what, quota)
             return quota
         raise DynamicSamplingExhausted(
-            f"{what} Mostly all-zero means the data is too hard for the model, mostly all-positive too easy: "
-            "filter the dataset by solve rate, raise max_sampling_rounds (0 = no limit), or set "
-            "dynamic_sampling_exhausted='partial' to train on what was kept."
+            f"{what} Mostly all-zero means the data is too hard for the model (or every response is cut: check "
+            "max_completion_length and truncation_length), mostly all-positive too easy: filter the dataset by "
+            "solve rate, raise max_sampling_rounds (0 = no limit), set dynamic_sampling_exhausted='partial' to "
+            "train on what was kept, or dynamic_sampling=False."
         )

@@ -20,20 +20,26 @@ SIGNAL_TOL = 1e-6  # a group whose values spread less than this carries no signa
 
 @dataclass
 class GroupSignal:
-    """Per-group verdicts. `keep`: the values differ. `all_zero`: all equal and <= 0. `all_positive`: all equal, > 0."""
+    """Per-group verdicts. `keep`: the values of the group's scorable rollouts differ. `all_zero`: all equal and
+    <= 0. `all_positive`: all equal, > 0. `unscorable`: every value NaN (every reward None): no signal either."""
 
     keep: torch.Tensor
     all_zero: torch.Tensor
     all_positive: torch.Tensor
+    unscorable: torch.Tensor
 
 
 def classify_groups(values: torch.Tensor, group_size: int) -> GroupSignal:
-    """Classify consecutive groups of `group_size` values (shaped rewards or raw correctness)."""
+    """Classify consecutive groups of `group_size` values (rewards or raw correctness); NaN values (unscorable
+    rollouts) are left out of the spread, as TRL leaves them out of the baseline."""
     grouped = torch.as_tensor(values, dtype=torch.float32).view(-1, group_size)
-    spread = grouped.max(dim=1).values - grouped.min(dim=1).values
-    keep = spread > SIGNAL_TOL
-    flat_positive = grouped.min(dim=1).values > 0
-    return GroupSignal(keep=keep, all_zero=~keep & ~flat_positive, all_positive=~keep & flat_positive)
+    missing = torch.isnan(grouped)
+    high = torch.where(missing, -torch.inf, grouped).max(dim=1).values
+    low = torch.where(missing, torch.inf, grouped).min(dim=1).values
+    unscorable = missing.all(dim=1)
+    keep = ~unscorable & (high - low > SIGNAL_TOL)
+    flat = ~keep & ~unscorable
+    return GroupSignal(keep=keep, all_zero=flat & (low <= 0), all_positive=flat & (low > 0), unscorable=unscorable)
 
 
 def assign_groups(owners: list[int], num_processes: int, quota: int) -> list[int]:
@@ -206,14 +212,23 @@ def draw_prompts(stream: PromptStream, history: SkipHistory | None, n: int) -> t
 # ------------------------------------------------------------------ what dynamic sampling remembers
 @dataclass
 class RoundScores:
-    """Scores of rollouts, laid out as consecutive groups: the same on every rank (gathered, rank-major)."""
+    """Scores of rollouts, laid out as consecutive groups: the same on every rank (gathered, rank-major). NaN marks
+    what is unscorable: `correctness` where every correctness function returned None, `shaped` there too, `total`
+    where every reward function did."""
 
     shaped: torch.Tensor
     correctness: torch.Tensor
     lengths: torch.Tensor
     over_budget: torch.Tensor
     budgets: torch.Tensor  # one per rollout (its group's budget)
-    rewards: torch.Tensor  # (rollouts, reward functions): what each reward function returned
+    rewards: torch.Tensor  # (rollouts, reward functions): what each reward function returned (NaN: None)
+    # the reward the advantages use: `shaped` (the penalty's output on correctness) plus the other reward functions
+    # (dler.reward_roles.combine_rewards); NaN where every function returned None. Unset: `shaped`.
+    total: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.total is None:
+            self.total = self.shaped
 
     def group(self, group: int, group_size: int) -> RoundScores:
         rows = slice(group * group_size, (group + 1) * group_size)

@@ -6,7 +6,8 @@ dropped, and the kept groups are cut to the batch size and balanced across ranks
 `_generate_and_score_completions` runs once on exactly that batch, replaying the cached generations and rewards
 through its `_generate` and `_calculate_rewards` hooks, so log-probs, padding, `num_items_in_batch`, logging and every
 output key are TRL's, and no forward pass is spent on a dropped group. DLER then replaces the advantages with its
-batch-wise normalised ones. The rounds live in `dler/rounds.py`, their state in `dler.sampling.SamplingState`.
+batch-wise normalised ones. The rounds live in `dler/rounds.py`, their state in `dler.sampling.SamplingState`; the
+scoring (correctness shaped, other reward functions added after it, `dler.reward_roles`) in `dler/scoring.py`.
 Generating less (docs/dynamic_sampling.md) sizes rounds from the kept fraction, carries surplus groups to later
 batches and skips prompts without recent signal. Clip-higher is TRL's own `epsilon_high`.
 """
@@ -26,15 +27,15 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.trainer.utils import is_async_callable
 
-from dler.advantages import compute_advantages
-from dler.budgets import budget_for_accuracy
 from dler.config import DLERConfig
-from dler.kl import kl_penalty_terms
-from dler.penalties import LengthPenalty, RolloutGroup
+from dler.kl_loss import KLEstimatorLoss
+from dler.penalties import LengthPenalty
 from dler.reward_guard import GuardedReward
+from dler.reward_roles import correctness_columns, reward_name
 from dler.rounds import DynamicSampling, DynamicSamplingExhausted, Replay
 from dler.runs import leave_process_group_at_exit, write_manifest
 from dler.sampling import RoundScores, SamplingState
+from dler.scoring import RewardScoring
 
 __all__ = ["DLERTrainer", "DynamicSamplingExhausted"]
 
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "dler_state.json"  # the run's sampling state and counters: the same on every rank
 RANK_FILE = "dler_rank{rank}.pt"  # per rank: the penalty's state and the rows of the groups this rank carries
 STREAM_SEED_OFFSET = 7919  # DLER's prompt stream is independent of TRL's own sampler
+# TRL's scale_rewards for each advantage normalisation (DLER's whitening has none: TRL's group flag for its metrics)
+TRL_SCALE_REWARDS = {"batch": "group", "group": "group", "batch_std": "batch", "none": "none"}
 
 
 def _is_plain_function(func) -> bool:
@@ -61,34 +64,64 @@ class CloseRewardFunctions(TrainerCallback):
                 func.close()
 
 
-class DLERTrainer(DynamicSampling, GRPOTrainer):
+class DLERTrainer(KLEstimatorLoss, DynamicSampling, RewardScoring, GRPOTrainer):
     """GRPO with DLER: truncation reward shaping, batch-wise advantage normalisation, clip-higher, dynamic sampling
-    and difficulty-aware budgets. Takes every `GRPOTrainer` argument, a [`DLERConfig`] as `args`, and optionally a
-    `penalty` instance (a [`LengthPenalty`]) that overrides the config's `penalty` / `penalty_kwargs`.
+    and difficulty-aware budgets. Takes `GRPOTrainer`'s arguments in its order (a [`DLERConfig`] as `args`; at least
+    one reward function), and optionally a keyword-only `penalty` instance (a [`LengthPenalty`]) that overrides the
+    config's `penalty` / `penalty_kwargs`.
     """
 
     _tag_names = ["trl", "grpo", "dler"]
+    _replay: Replay | None = None  # also on a trainer built without __init__ (TRL's tests call hooks on such ones)
 
-    def __init__(self, model, reward_funcs, args: DLERConfig | None = None, *trl_args, penalty=None, **kwargs):
+    def __init__(
+        self,
+        model,
+        reward_funcs=None,
+        args: DLERConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        reward_processing_classes=None,
+        callbacks=None,
+        optimizers=(None, None),
+        quantization_config=None,
+        peft_config=None,
+        tools=None,
+        rollout_func=None,
+        environment_factory=None,
+        *,
+        penalty=None,
+    ):
         if args is None:
             name = model if isinstance(model, str) else model.config._name_or_path
             args = DLERConfig(f"{name.split('/')[-1]}-DLER")
-        if not isinstance(args, DLERConfig):
-            raise TypeError(f"DLERTrainer needs a DLERConfig as `args`, got {type(args).__name__}")
-        train_dataset = kwargs.get("train_dataset", trl_args[0] if trl_args else None)
-        if args.dynamic_sampling and isinstance(train_dataset, IterableDataset):
-            raise ValueError(
-                "dynamic_sampling draws extra prompts by index and needs a map-style `datasets.Dataset`; got an "
-                "IterableDataset. Load the dataset without streaming, or set dynamic_sampling=False."
-            )
-        if penalty is not None and not isinstance(penalty, LengthPenalty):
-            raise TypeError(f"penalty must be a dler.penalties.LengthPenalty, got {type(penalty).__name__}")
+        unsupported = {"tools": tools, "environment_factory": environment_factory, "rollout_func": rollout_func}
+        self._check_before_loading(args, reward_funcs, train_dataset, penalty, unsupported)
         self.penalty = penalty or args.build_penalty()
-        self._refuse_unsupported(
-            [name for name in ("tools", "environment_factory", "rollout_func") if kwargs.get(name)]
+        super().__init__(
+            model,
+            reward_funcs,
+            args,
+            train_dataset,
+            eval_dataset,
+            processing_class,
+            reward_processing_classes,
+            callbacks,
+            optimizers,
+            quantization_config,
+            peft_config,
+            tools,
+            rollout_func,
+            environment_factory,
         )
-        super().__init__(model, reward_funcs, args, *trl_args, **kwargs)
         self._refuse_unsupported(["a vision-language model"] if self._is_vlm else [])
+        # TRL's names and weights, the same as checked before loading: the correctness columns of `rewards_per_func`
+        self._correctness_columns = correctness_columns(
+            self.reward_func_names, args.correctness_rewards, self.reward_weights.tolist()
+        )
+        # TRL computes (and DLER replaces) advantages from `scale_rewards`; its `frac_reward_zero_std` metric reads it
+        self.scale_rewards = TRL_SCALE_REWARDS[args.advantage_normalization]
         self.reward_funcs = [  # plain synchronous functions fail naming themselves and the sample
             GuardedReward(func, name, timeout=args.reward_timeout) if _is_plain_function(func) else func
             for func, name in zip(self.reward_funcs, self.reward_func_names, strict=True)
@@ -108,6 +141,25 @@ class DLERTrainer(DynamicSampling, GRPOTrainer):
         self._kl_capture: list | None = None  # policy log-probs seen while TRL computes the loss
         self._replay: Replay | None = None  # set while TRL scores a decided batch
         self._eval_scores: RoundScores | None = None  # what `_calculate_rewards` scored in TRL's last eval call
+
+    @classmethod
+    def _check_before_loading(cls, args, reward_funcs, train_dataset, penalty, unsupported: dict) -> None:
+        """What can be refused before any model loads: the config's type, streaming data with dynamic sampling, the
+        penalty's type, tools and environments, and the reward functions' roles."""
+        if not isinstance(args, DLERConfig):
+            raise TypeError(f"DLERTrainer needs a DLERConfig as `args`, got {type(args).__name__}")
+        if args.dynamic_sampling and isinstance(train_dataset, IterableDataset):
+            raise ValueError(
+                "dynamic_sampling draws extra prompts by dataset index, so it needs a map-style `datasets.Dataset`; "
+                "got an IterableDataset (streaming). Load the data without streaming (`load_dataset(..., "
+                "streaming=False)`, or `Dataset.from_list(list(stream))` for a stream that fits in memory), or set "
+                "dynamic_sampling=False to train every group as GRPO does."
+            )
+        if penalty is not None and not isinstance(penalty, LengthPenalty):
+            raise TypeError(f"penalty must be a dler.penalties.LengthPenalty, got {type(penalty).__name__}")
+        cls._refuse_unsupported([name for name, value in unsupported.items() if value])
+        funcs = [] if reward_funcs is None else reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
+        correctness_columns([reward_name(f) for f in funcs], args.correctness_rewards, args.reward_weights)
 
     @staticmethod
     def _refuse_unsupported(features: list[str]) -> None:
@@ -171,136 +223,6 @@ class DLERTrainer(DynamicSampling, GRPOTrainer):
             if backend is not None:
                 backend.temperature = saved_backend
 
-    # ------------------------------------------------------------------ KL estimator
-    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
-        logps, entropies, *rest = super()._get_per_token_logps_and_entropies(*args, **kwargs)
-        if self._kl_capture is not None:  # the policy's log-probs of the loss being computed
-            self._kl_capture.append(logps)
-        return (logps, entropies, *rest)
-
-    def _compute_loss(self, model, inputs):
-        """TRL's loss; with `kl_estimator` 'k2' or 'low_var_kl', plus beta x (estimator - k3) aggregated as TRL's
-        'dapo' aggregates its k3 term, which turns TRL's k3 into the chosen estimator in value and gradient."""
-        if self.args.kl_estimator == "k3" or self.beta == 0.0:
-            return super()._compute_loss(model, inputs)
-        self._kl_capture = []
-        try:
-            loss = super()._compute_loss(model, inputs)
-            (logps,) = self._kl_capture
-        finally:
-            self._kl_capture = None
-        mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)
-        k3, kl = kl_penalty_terms(logps, inputs["ref_per_token_logps"], self.args.kl_estimator)
-        normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
-        if self.model.training:  # as TRL's 'dapo': the generation batch's tokens, rescaled to one accumulation window
-            normalizer = normalizer * self.current_gradient_accumulation_steps / self.args.steps_per_generation
-        loss = loss + self.beta * ((kl - k3) * mask).sum() / normalizer
-        mode = "train" if self.model.training else "eval"
-        kl_mean = (kl.detach() * mask).sum() / mask.sum().clamp(min=1.0)
-        self._metrics[mode][f"dler/kl_{self.args.kl_estimator}"].append(
-            self.accelerator.gather(kl_mean).nanmean().item()
-        )
-        return loss
-
-    # ------------------------------------------------------------------ rewards
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        if self._replay is not None:  # TRL scoring a decided batch: its rewards, not computed again
-            replay = self._replay
-            replay.call("_calculate_rewards")
-            self._log_completion_extra("shaped_reward", [x for g in replay.groups for x in g["shaped"]])
-            self._log_completion_extra("budget", [x for g in replay.groups for x in g["budget"]])
-            return replay.rewards.to(self.accelerator.device)
-        rewards, self._eval_scores = self._score(inputs, prompts, completions, completion_ids_list)
-        return rewards
-
-    def _score(self, inputs, prompts, completions, completion_ids_list) -> tuple[torch.Tensor, RoundScores]:
-        """Run the reward functions (TRL's `_calculate_rewards`), then shape each training group with the length
-        penalty; evaluation keeps plain correctness. Returns TRL's gathered rewards and the gathered scores."""
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        device, n = rewards_per_func.device, len(prompts)
-        group_size = self.num_generations if self.model.training else self.num_generations_eval
-        if n % group_size:
-            raise ValueError(f"{n} rollouts on this rank do not form whole groups of {group_size}")
-        local = rewards_per_func[self.accelerator.process_index * n : (self.accelerator.process_index + 1) * n]
-        correctness = (local * self.reward_weights.to(device)).nansum(dim=1).cpu()
-        lengths = torch.tensor([len(ids) for ids in completion_ids_list])
-        finished = torch.tensor([len(ids) > 0 and ids[-1] in self.eos_token_ids for ids in completion_ids_list])
-        if self.model.training:
-            shaped, over_budget, budgets = self._shape_groups(
-                inputs, completions, correctness, lengths, finished, group_size
-            )
-        else:  # evaluation scores correctness, without the length penalty (released run)
-            shaped, over_budget = [correctness], [~finished]
-            budgets = [torch.full((n,), float(self.max_completion_length))]
-        stats = torch.stack(
-            [torch.cat(shaped), correctness, lengths, torch.cat(over_budget), torch.cat(budgets)], dim=1
-        ).to(device=device, dtype=torch.float32)
-        everything = gather(stats).cpu()
-        scores = RoundScores(
-            shaped=everything[:, 0],
-            correctness=everything[:, 1],
-            lengths=everything[:, 2],
-            over_budget=everything[:, 3].bool(),
-            budgets=everything[:, 4],
-            rewards=rewards_per_func.cpu(),
-        )
-        return rewards_per_func, scores
-
-    def _shape_groups(self, inputs, completions, correctness, lengths, finished, group_size):
-        """Each group's shaped rewards, over-budget flags and budget (per rollout), from the length penalty."""
-        shaped, over_budget, budgets = [], [], []
-        for start in range(0, len(correctness), group_size):
-            rows = slice(start, start + group_size)
-            accuracy = (correctness[rows] > 0).float().mean().item()
-            group = RolloutGroup(
-                correctness=correctness[rows],
-                lengths=lengths[rows],
-                finished=finished[rows],
-                budget=budget_for_accuracy(accuracy, self._budget_bands, self.args.truncation_length),
-                step=self.state.global_step,
-                prompt=inputs[start],
-                completions=[c if isinstance(c, str) else c[-1]["content"] for c in completions[rows]],
-                max_length=self.max_completion_length,
-            )
-            rewards = torch.as_tensor(self.penalty(group), dtype=torch.float32).reshape(-1)
-            if rewards.numel() != group_size or not torch.isfinite(rewards).all():
-                raise ValueError(
-                    f"penalty {type(self.penalty).__name__} returned {rewards.tolist()} for a group of {group_size}: "
-                    "it must return one finite reward per rollout"
-                )
-            budget = self.penalty.effective_budget(group)
-            shaped.append(rewards)
-            over_budget.append((group.lengths > budget) | ~group.finished)
-            budgets.append(torch.full((group_size,), budget))
-        return shaped, over_budget, budgets
-
-    def _advantages(self, rewards, correctness, lengths, group_size) -> torch.Tensor:
-        args = self.args
-        return compute_advantages(
-            rewards,
-            group_size,
-            normalization=args.advantage_normalization,
-            lengths=lengths,
-            weighting=args.advantage_weighting,
-            correct=correctness > 0,
-            correct_boost=args.correct_advantage_boost,
-        )
-
-    def _log_scores(self, mode: str, scores: list[RoundScores], group_size: int) -> None:
-        metrics = self._metrics[mode]
-        correctness = torch.cat([s.correctness for s in scores])
-        if mode == "eval":  # unshaped: accuracy, length and how often the generation cap cut a response
-            metrics["dler/accuracy"].append((correctness > 0).float().mean().item())
-            metrics["dler/mean_length"].append(torch.cat([s.lengths for s in scores]).float().mean().item())
-            metrics["dler/truncated_frac"].append(torch.cat([s.over_budget for s in scores]).float().mean().item())
-            return
-        metrics["dler/correctness"].append(correctness.mean().item())
-        metrics["dler/shaped_reward"].append(torch.cat([s.shaped for s in scores]).mean().item())
-        metrics["dler/over_budget_frac"].append(torch.cat([s.over_budget for s in scores]).float().mean().item())
-        budgets = torch.cat([s.budgets[::group_size] for s in scores])
-        metrics["dler/budget_mean"].append(budgets.mean().item())
-        metrics["dler/budget_min"].append(budgets.min().item())
-
     # ------------------------------------------------------------------ batches: decide, then score
     def _generate_and_score_completions(self, inputs):
         if not self.model.training:
@@ -315,7 +237,7 @@ class DLERTrainer(DynamicSampling, GRPOTrainer):
         scores, group_size = self._eval_scores, self.num_generations_eval
         if scores is None:
             raise RuntimeError("TRL's evaluation call did not compute rewards through `_calculate_rewards`")
-        advantages = self._advantages(scores.shaped, scores.correctness, scores.lengths, group_size)
+        advantages = self._advantages(scores, group_size)
         self._relog_advantages(advantages)
         n = len(inputs)
         output["advantages"] = advantages[self.accelerator.process_index * n :][:n].to(self.accelerator.device)

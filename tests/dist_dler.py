@@ -2,7 +2,7 @@
 
 balance: rank 0's rollouts never score, so it keeps no group and rank 1 must hand over its surplus. Checks that
 no rank hangs, both train on equal batches, and the advantages equal the single-process formula on the gathered
-final batch. exhaust: no signal anywhere. generating_less: adaptive first round, carry-over and skipping across ranks.
+final batch. exhaust: no signal anywhere; unlimited: the same without a round limit. generating_less: adaptive first round, carry-over and skipping across ranks.
 """
 
 import json
@@ -36,6 +36,18 @@ def exhaust(model_dir, output_dir, rank):
     """No group ever has signal: every rank must stop at the same step, with the same counts."""
     args = tiny_config(output_dir, truncation_length=16, max_sampling_rounds=2)
     trainer = DLERTrainer(model=model_dir, reward_funcs=never_solved, args=args, train_dataset=addition_dataset())
+    try:
+        trainer.train()
+        return {"rank": rank, "error": None}
+    except DynamicSamplingExhausted as error:
+        return {"rank": rank, "error": str(error), "step": trainer.state.global_step}
+
+
+def unlimited(model_dir, output_dir, rank):
+    """No signal anywhere and no round limit: every rank must stop at the same step once the rounds of one batch
+    drew as many prompts as the training set holds (16: two rounds of 2 ranks x 4 prompts)."""
+    args = tiny_config(output_dir, truncation_length=16, max_sampling_rounds=0)
+    trainer = DLERTrainer(model=model_dir, reward_funcs=never_solved, args=args, train_dataset=addition_dataset(16))
     try:
         trainer.train()
         return {"rank": rank, "error": None}
@@ -93,8 +105,9 @@ def main(model_dir, output_dir):
             model=model_dir, reward_funcs=raises_on_rank_1, args=args, train_dataset=addition_dataset()
         ).train()
         return
-    if mode in ("exhaust", "generating_less"):
-        result = (exhaust if mode == "exhaust" else generating_less)(model_dir, output_dir, rank)
+    if mode in ("exhaust", "unlimited", "generating_less"):
+        run = {"exhaust": exhaust, "unlimited": unlimited, "generating_less": generating_less}[mode]
+        result = run(model_dir, output_dir, rank)
         with open(os.path.join(output_dir, f"result-{rank}.json"), "w") as f:
             json.dump(result, f)
         return

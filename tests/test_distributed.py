@@ -62,6 +62,14 @@ def test_no_signal_anywhere_stops_every_rank_at_the_same_step_with_counts(tiny_m
     assert "16 groups scored all zero, 0 all positive" in results[0]["error"]
 
 
+def test_no_signal_without_a_round_limit_stops_every_rank_after_a_pass_over_the_data(tiny_model_dir, tmp_path):
+    results = torchrun(tiny_model_dir, tmp_path, mode="unlimited")
+    assert results[0]["error"] and results[0]["error"] == results[1]["error"]
+    assert results[0]["step"] == results[1]["step"] == 0
+    assert "0 of the 8 groups with signal after 2 rounds, which drew 16 prompts" in results[0]["error"]
+    assert "16 groups scored all zero" in results[0]["error"]
+
+
 def test_generating_less_agrees_across_ranks_and_trains_carried_groups(tiny_model_dir, tmp_path):
     results = torchrun(tiny_model_dir, tmp_path, mode="generating_less")
     for r in results:

@@ -15,7 +15,8 @@ from dler.penalties.params import check_fields
 class RolloutGroup:
     """One prompt's rollouts, as a penalty sees them.
 
-    correctness: the reward functions' weighted score per rollout (1.0 / 0.0 for the math grader).
+    correctness: the correctness functions' weighted score per rollout (`correctness_rewards`; 1.0 / 0.0 for the
+    math grader; 0 for a rollout none of them scored, whose output the trainer discards).
     lengths: response length in tokens, EOS included. finished: the response ended with EOS (not cut by the cap).
     budget: this prompt's length budget in tokens. step: the trainer's global optimizer step.
     prompt: the dataset row of the prompt (every column), for penalties that read e.g. a target length.
