@@ -4,6 +4,7 @@
               [--temperature 0.6 | 0,0.6] [--top-p 0.95] [--max-tokens 32768] [--backend auto|vllm|transformers]
               [--grader dler|released] [--seed-per-request] [--reproducible]
     dler eval --model PATH --output-dir DIR --benchmarks aime24 --max-tokens 32000 --parallel-k 1,2,4,...,256
+    dler eval --model BASE --output-dir DIR --prompt-format qwen-boxed --n 256    # prompts: docs/prompts.md
     dler report RUN_DIR... [--baseline RUN_DIR] [--output DIR]
     dler solve-rate --model PATH --data TRAIN.jsonl --output OUT.jsonl [--n 16] [--temperature 0.6]
 
@@ -47,8 +48,37 @@ def _ks(text: str) -> list[int]:
     return values
 
 
+def _add_prompt_flags(p: argparse.ArgumentParser) -> None:
+    """The prompt settings of `dler eval` and `dler solve-rate` (dler.prompts; docs/prompts.md)."""
+    from dler.prompts import ANSWER_REGIONS, FORMATS
+
+    g = p.add_argument_group("prompt (default: as the model was trained, from its dler_prompt.json, else r1)")
+    g.add_argument("--prompt-format", default=None, metavar="NAME", help=f"a named format: {', '.join(FORMATS)}")
+    g.add_argument("--prompt-template", default=None, help="the user message (or raw text); {problem} is replaced")
+    g.add_argument("--system-prompt", default=None, help='the system prompt ("" for none)')
+    g.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None,
+                   help="apply the model's chat template (--no-chat-template: the prompt is raw text)")  # fmt: skip
+    g.add_argument("--chat-template-kwargs", default=None, metavar="JSON",
+                   help="""apply_chat_template's keyword arguments, e.g. '{"enable_thinking": false}'""")  # fmt: skip
+    g.add_argument("--answer-region", choices=ANSWER_REGIONS, default=None,
+                   help="where the answer is read: after the first </think>, or the last box of the whole "
+                        "response (models that answer without thinking tags)")  # fmt: skip
+
+
+def _prompt_settings(args) -> dict:
+    """The EvalConfig fields of the prompt flags."""
+    return {
+        "prompt_format": args.prompt_format,
+        "prompt_template": args.prompt_template,
+        "system_prompt": args.system_prompt,
+        "chat_template": args.chat_template,
+        "chat_template_kwargs": args.chat_template_kwargs,
+        "answer_region": args.answer_region,
+    }
+
+
 def _eval_parser(sub) -> argparse.ArgumentParser:
-    from dler.eval.benchmarks import DEFAULT_BENCHMARKS, R1_PROMPT_TEMPLATE
+    from dler.eval.benchmarks import DEFAULT_BENCHMARKS
     from dler.eval.generate import BACKENDS
     from dler.rewards import GRADERS
 
@@ -75,7 +105,6 @@ def _eval_parser(sub) -> argparse.ArgumentParser:
                    help="transformers: problems per generation call, and how often results are written "
                         "(default: max(1, 32 // n)); vLLM takes every problem at once and writes each as it "
                         "finishes")  # fmt: skip
-    p.add_argument("--prompt-template", default=R1_PROMPT_TEMPLATE, help="user message; {problem} is replaced")
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM: GPUs per engine")
     p.add_argument("--data-parallel-size", type=int, default=1, help="vLLM: engines (processes), each on its own GPUs")
     p.add_argument("--max-model-len", type=int, default=None, help="vLLM: context length (default: the model's)")
@@ -100,6 +129,7 @@ def _eval_parser(sub) -> argparse.ArgumentParser:
                         "instead of results.json, e.g. --parallel-k 1,2,4,8,16,32,64,128,256")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--list-benchmarks", action="store_true", help="print the registry and exit")
+    _add_prompt_flags(p)
     return p
 
 
@@ -140,6 +170,7 @@ def _solve_rate_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--answer-column", default="answer")
     p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--seed", type=int, default=0)
+    _add_prompt_flags(p)
     return p
 
 
@@ -246,7 +277,7 @@ def _run_eval(args, parser) -> int:
         data_dir=args.data_dir,
         limit=args.limit,
         chunk_size=args.chunk_size,
-        prompt_template=args.prompt_template,
+        **_prompt_settings(args),
         tensor_parallel_size=args.tensor_parallel_size,
         data_parallel_size=args.data_parallel_size,
         max_model_len=args.max_model_len,
@@ -321,6 +352,7 @@ def _run_solve_rate(args, parser) -> int:
             max_tokens=args.max_tokens,
             backend=args.backend,
             seed=args.seed,
+            **_prompt_settings(args),
         )
     except ValueError as exc:
         parser.error(str(exc))

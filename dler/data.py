@@ -1,8 +1,9 @@
-"""Training data for R1-style math RL: DeepScaleR-like rows become chat prompts with their gold answers.
+"""Training data for R1-style math RL: DeepScaleR-like rows become prompts with their gold answers.
 
-The paper's prompt is the problem, a space, and `Let's think step by step and output the final answer within
-\\boxed{}.` as the user message; the model's chat template is applied by TRL. Rows come from a hub id or a local
-JSON/JSONL/Parquet/CSV file with the same fields, and every gold answer is parsed once, here.
+The prompt is a `dler.prompts` format, the one `dler eval` reads too. The paper's (`r1`, the default) is the problem,
+a space, and `Let's think step by step and output the final answer within \\boxed{}.` as the user message; the
+model's chat template is applied by TRL. A format without the chat template gives TRL the raw text. Rows come from a
+hub id or a local JSON/JSONL/Parquet/CSV file with the same fields, and every gold answer is parsed once, here.
 
 Every problem with the data (a missing, empty, non-UTF-8 or malformed file, missing columns, unparseable gold
 answers, too few usable rows) raises a `DataError` naming the file and what to do, before any model loads.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from datasets import Dataset, load_dataset
 
-from dler.eval.benchmarks import R1_PROMPT_TEMPLATE  # one prompt for training and evaluation
+from dler.prompts import PromptFormat, get_format, prompt_of  # one prompt for training and evaluation
 
 logger = logging.getLogger(__name__)
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -33,7 +34,7 @@ class DataError(ValueError):
 
 def r1_prompt(problem: str) -> list[dict[str, str]]:
     """The conversational prompt of the DLER paper (and DeepScaleR) for one problem."""
-    return [{"role": "user", "content": R1_PROMPT_TEMPLATE.replace("{problem}", problem)}]
+    return prompt_of(get_format("r1"), problem)
 
 
 def load_rows(source: str, split: str = "train", revision: str | None = None) -> Dataset:
@@ -264,8 +265,11 @@ def math_prompts(
     reward=None,
     on_duplicate: str = "skip",
     source: str | None = None,
+    prompt_format: PromptFormat | None = None,
 ) -> tuple[Dataset, dict[str, int]]:
-    """Add the R1 `prompt` column, check the columns, drop repeated problems, and parse every gold answer once.
+    """Add the `prompt` column, check the columns, drop repeated problems, and parse every gold answer once.
+
+    `prompt_format` (default: r1) makes each prompt: a conversation with the chat template, the raw text without.
 
     Rows whose gold cannot be parsed, and repeats of a problem, are reported (count and examples) and skipped, or
     raise with `on_invalid="error"` / `on_duplicate="error"`. Every error is a `DataError`; `source` (the file or
@@ -297,7 +301,8 @@ def math_prompts(
     except (ValueError, KeyError) as e:
         raise DataError(f"{name}: {e}") from e
     skipped = {"invalid_answers": report.invalid, "duplicate_problems": duplicates}
-    return dataset.map(lambda row: {"prompt": r1_prompt(row[problem_column])}), skipped
+    fmt = prompt_format or get_format("r1")
+    return dataset.map(lambda row: {"prompt": prompt_of(fmt, row[problem_column])}), skipped
 
 
 _SKIPPED = {
@@ -326,12 +331,19 @@ def check_usable_rows(num_rows: int, needed: int, source: str, skipped: dict[str
     )
 
 
-def prompt_token_counts(dataset: Dataset, tokenizer, batch_size: int = 1000) -> list[int]:
-    """Tokens of each row's `prompt` after the chat template with the generation prompt, as TRL renders it."""
+def prompt_token_counts(
+    dataset: Dataset, tokenizer, batch_size: int = 1000, chat_template_kwargs: dict | None = None
+) -> list[int]:
+    """Tokens of each row's `prompt` as TRL renders it: a conversation through the chat template with the generation
+    prompt (and `chat_template_kwargs`), raw text tokenised with the tokenizer's special tokens."""
     counts = []
     for start in range(0, len(dataset), batch_size):
         prompts = dataset[start : start + batch_size]["prompt"]
-        texts = tokenizer.apply_chat_template(prompts, tokenize=False, add_generation_prompt=True)
+        if prompts and isinstance(prompts[0], str):
+            counts += [len(ids) for ids in tokenizer(prompts)["input_ids"]]
+            continue
+        kwargs = chat_template_kwargs or {}
+        texts = tokenizer.apply_chat_template(prompts, tokenize=False, add_generation_prompt=True, **kwargs)
         counts += [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     return counts
 

@@ -67,6 +67,18 @@ class ScriptArguments:
             "choices": ["dler", "released"],
         },
     )
+    prompt_format: str = field(
+        default="r1",
+        metadata={"help": "How a problem becomes a prompt; `dler eval` reads it too (docs/prompts.md): r1, boxed..."},
+    )
+    system_prompt: str | None = field(default=None, metadata={"help": "System prompt; None: the format's, '': none."})
+    chat_template: bool = field(
+        default=True, metadata={"help": "False (--no_chat_template): the prompt is raw text; True: the format's."}
+    )
+    answer_region: str | None = field(
+        default=None,
+        metadata={"help": "Where the reward reads the answer: after-think (first </think>) or whole; None: format's."},
+    )
     eval_dataset_name: str | None = field(
         default=None,
         metadata={"help": "Validation set during training: hub id or local file (released run: AIME-24). None: none."},
@@ -107,6 +119,14 @@ class ScriptArguments:
     dry_run: bool = field(
         default=False, metadata={"help": "Print the resolved configuration and batch arithmetic, load nothing."}
     )
+
+    def __post_init__(self):  # prompt settings that cannot work fail here, before anything loads (dler.training)
+        from dler.prompts import check_trainable, resolve
+
+        chat, region = (None if self.chat_template else False), self.answer_region
+        check_trainable(
+            resolve(self.prompt_format, system_prompt=self.system_prompt, chat_template=chat, answer_region=region)
+        )
 
 
 # What `parse` derives from the recipe's global batch (DLERConfig then derives steps_per_generation, TRL the

@@ -27,9 +27,10 @@ import threading
 import time
 from typing import Any
 
+from dler.trl_keywords import TRL_CONTROL_KWARGS  # TRL's, not dataset columns
+
 logger = logging.getLogger(__name__)
 
-TRL_CONTROL_KWARGS = ("trainer_state", "log_extra", "log_metric", "environments")  # TRL's, not dataset columns
 REPEAT_SECONDS = 1.0  # the watchdog repeats its interrupt this often until the call ends
 FLUSH_SECONDS = 2.0  # at most this long, after the call, for an interrupt already sent to be handled
 
@@ -57,10 +58,9 @@ def _short(value: Any, limit: int = 300) -> str:
 
 
 def _has_own_deadlines(func) -> bool:
-    """dler's math grader times out each answer in worker processes (`answer_timeout`, `batch_timeout`)."""
-    from dler.rewards import MathReward
-
-    return isinstance(func, MathReward)
+    """A reward function that times out its own work (it says so with a true `has_own_deadlines` attribute, as dler's
+    math grader does: each answer in worker processes, `answer_timeout`, `batch_timeout`)."""
+    return getattr(func, "has_own_deadlines", False) is True
 
 
 class _Deadline:

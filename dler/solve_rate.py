@@ -39,8 +39,8 @@ def solve_rates(
     """Sample `n` responses per row of the JSONL `data`, grade them, and write the rows plus `column` to `output`.
 
     Generations are kept in `work_dir` (default: `<output>.work`), so an interrupted run resumes. `eval_settings`
-    are `EvalConfig` fields (backend, max_tokens, top_p, ...); `generator`, `tokenizer` and `grader` replace the
-    ones `evaluate` would build (tests, or a model already loaded).
+    are `EvalConfig` fields (backend, max_tokens, top_p, the prompt settings: prompt_format, answer_region, ...);
+    `generator`, `tokenizer` and `grader` replace the ones `evaluate` would build (tests, or a model already loaded).
     """
     rows = read_jsonl(data)
     if not rows:
@@ -50,6 +50,7 @@ def solve_rates(
         raise ValueError(f"{data} has no column {missing}; its columns are {sorted(rows[0])}")
     if n < 2:
         raise ValueError(f"n must be >= 2 to tell 'sometimes' from 'always', got {n}")
+    EvalConfig(model=model, output_dir=str(output), **eval_settings).prompt()  # bad prompt settings: before any write
     work = Path(work_dir) if work_dir else Path(f"{output}.work")
     (work / "data").mkdir(parents=True, exist_ok=True)
     with open(work / "data" / f"{BENCHMARK}.jsonl", "w") as f:

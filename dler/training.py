@@ -10,9 +10,18 @@ import json
 import logging
 import os
 
+from transformers import TrainerCallback
 from trl import get_peft_config
 
 from dler.presets import OBJECTIVE
+from dler.prompts import (
+    PromptFormat,
+    check_tokenizer,
+    check_trainable,
+    prompt_settings,
+    resolve,
+    write_prompt_file,
+)
 from dler.run_logs import MetricsLog, check_report_to, finish_run, use_progress_bar
 from dler.runs import (
     RUN_FILE,
@@ -49,19 +58,35 @@ def select_problems(rows, solve_rate_column: str | None, max_problems: int | Non
     return rows
 
 
-def check_prompts(model_args, training_args, datasets: dict) -> None:
-    """Before the model loads: every prompt, cut to `max_prompt_length`, plus a full response must fit the model's
-    context (read from its config and tokenizer only); prompts the cap will cut are counted and logged."""
+def training_prompt(script_args, training_args) -> PromptFormat:
+    """The prompt format a run trains with: `--prompt_format`, its system prompt replaced by `--system_prompt`, raw
+    text with `--no_chat_template`, TRL's `--chat_template_kwargs`, the reward's `--answer_region`. Formats whose
+    responses end at stop strings are refused: TRL's generation does not stop at strings."""
+    fmt = resolve(
+        script_args.prompt_format,
+        system_prompt=script_args.system_prompt,
+        chat_template=None if script_args.chat_template else False,
+        chat_template_kwargs=training_args.chat_template_kwargs or None,
+        answer_region=script_args.answer_region,
+    )
+    return check_trainable(fmt)
+
+
+def check_prompts(model_args, training_args, datasets: dict, prompt: PromptFormat) -> None:
+    """Before the model loads: a chat format needs a tokenizer with a chat template, and every prompt, cut to
+    `max_prompt_length`, plus a full response must fit the model's context (read from its config and tokenizer
+    only); prompts the cap will cut are counted and logged."""
     from transformers import AutoConfig, AutoTokenizer
 
     from dler.data import check_prompt_lengths, model_context_length, prompt_token_counts
 
     kwargs = {"revision": model_args.model_revision, "trust_remote_code": training_args.trust_remote_code}
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, **kwargs)
+    check_tokenizer(prompt, tokenizer, model_args.model_name_or_path)
     context = model_context_length(AutoConfig.from_pretrained(model_args.model_name_or_path, **kwargs))
     for name, dataset in datasets.items():
         if dataset is not None:
-            counts = prompt_token_counts(dataset, tokenizer)
+            counts = prompt_token_counts(dataset, tokenizer, chat_template_kwargs=prompt.chat_template_kwargs)
             check_prompt_lengths(
                 counts, training_args.max_prompt_length, training_args.max_completion_length, context, name
             )
@@ -89,6 +114,19 @@ RESUME_SCRIPT_SETTINGS = (
     "max_problems",
     "solve_rate_column",
 )
+# What a run recorded by an earlier dler, which did not record these settings yet, trained with: recipes trained one
+# reward function on the R1 prompt, so a restart after an upgrade is not taken for a change of objective.
+NOT_YET_RECORDED = {
+    "correctness_rewards": None,
+    "reward_weights": None,
+    "multi_objective_aggregation": "sum_then_normalize",
+    "scale_rewards": None,
+}
+
+
+def recorded_settings(previous: dict) -> dict:
+    """The settings of a recorded run, with the values it trained with for those its dler did not record yet."""
+    return {**NOT_YET_RECORDED, "prompt": prompt_settings(resolve("r1")), **previous["settings"]}
 
 
 def run_settings(script_args, training_args, model_args) -> dict:
@@ -96,6 +134,7 @@ def run_settings(script_args, training_args, model_args) -> dict:
     settings = {name: getattr(training_args, name) for name in OBJECTIVE if name not in RESUME_IGNORES}
     settings.update({name: getattr(script_args, name) for name in RESUME_SCRIPT_SETTINGS})
     settings["model_name_or_path"] = model_args.model_name_or_path
+    settings["prompt"] = prompt_settings(training_prompt(script_args, training_args))  # what the model sees
     return json.loads(json.dumps(settings, default=str))
 
 
@@ -122,12 +161,15 @@ def _train_in(output_dir, is_main, script_args, training_args, model_args, callb
     from dler.rewards import MathReward
     from dler.trainer import DLERTrainer
 
+    prompt = training_prompt(script_args, training_args)
+    training_args.chat_template_kwargs = dict(prompt.chat_template_kwargs) or None  # TRL renders with these
+    logger.info("Prompt format %r (answer region %r): %s", prompt.name, prompt.answer_region, prompt.source)
     checkpoint, skipped = find_resume_checkpoint(output_dir)
     for name, problem in skipped:
         logger.warning("Not resuming from %s: %s.", name, problem)
     previous, settings = read_run(output_dir), run_settings(script_args, training_args, model_args)
     if previous and (checkpoint or previous.get("finished")):
-        changed = settings_differences(previous["settings"], settings)
+        changed = settings_differences(recorded_settings(previous), settings)
         if changed and not script_args.resume_with_changed_settings:
             raise ValueError(
                 f"{output_dir} holds a run trained with other settings; continuing it would mix two objectives: "
@@ -146,7 +188,10 @@ def _train_in(output_dir, is_main, script_args, training_args, model_args, callb
         return None
 
     reward = MathReward(
-        answer_column=script_args.answer_column, num_workers=script_args.reward_workers, grader=script_args.grader
+        answer_column=script_args.answer_column,
+        num_workers=script_args.reward_workers,
+        grader=script_args.grader,
+        answer_region=prompt.answer_region,
     )
     rows = select_problems(
         load_rows(script_args.dataset_name, script_args.dataset_split, script_args.dataset_revision),
@@ -163,6 +208,7 @@ def _train_in(output_dir, is_main, script_args, training_args, model_args, callb
             reward=reward,
             on_duplicate=script_args.duplicate_problems,
             source=source,
+            prompt_format=prompt,
         )
         check_usable_rows(len(data), needed, source, skipped)
         if answer_column != script_args.answer_column:  # the reward reads one column
@@ -185,7 +231,7 @@ def _train_in(output_dir, is_main, script_args, training_args, model_args, callb
             script_args.eval_dataset_name,
             1,
         )
-    check_prompts(model_args, training_args, {"training set": dataset, "validation set": eval_dataset})
+    check_prompts(model_args, training_args, {"training set": dataset, "validation set": eval_dataset}, prompt)
     if model_args.dtype not in (None, "auto") or model_args.attn_implementation:
         training_args.model_init_kwargs = {
             **(training_args.model_init_kwargs or {}),
@@ -206,13 +252,14 @@ def _train_in(output_dir, is_main, script_args, training_args, model_args, callb
         eval_dataset=eval_dataset,
         peft_config=get_peft_config(model_args),
     )
-    for callback in [MetricsLog(), *(callbacks or [])]:
+    for callback in [MetricsLog(), PromptIntoCheckpoints(prompt), *(callbacks or [])]:
         if isinstance(callback, ProgressCallback):
             use_progress_bar(trainer, callback)  # the caller's bar replaces the default one
         else:
             trainer.add_callback(callback)
     if is_main:
         write_json_atomically(os.path.join(output_dir, RUN_FILE), {"settings": settings, "finished": False})
+        write_prompt_file(output_dir, prompt)  # the final model is saved here: `dler eval` evaluates as trained
     if checkpoint:
         with open(os.path.join(checkpoint, "trainer_state.json")) as f:
             step = json.load(f)["global_step"]
@@ -227,3 +274,15 @@ def _train_in(output_dir, is_main, script_args, training_args, model_args, callb
             {"settings": settings, "finished": True, "step": trainer.state.global_step},
         )
     return trainer
+
+
+class PromptIntoCheckpoints(TrainerCallback):
+    """Writes the run's prompt settings (dler_prompt.json) into every checkpoint folder, so that `dler eval --model
+    <checkpoint>` evaluates it as it was trained."""
+
+    def __init__(self, prompt: PromptFormat):
+        self.prompt = prompt
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            write_prompt_file(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"), self.prompt)

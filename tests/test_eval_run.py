@@ -71,9 +71,10 @@ def test_scripted_run_grades_with_the_math_reward_and_scores(tmp_path):
 def test_protocol_is_recorded(tmp_path):
     out = evaluate(config(tmp_path, seed=3), backend=ScriptedBackend(oracle), tokenizer=CharTokenizer())
     protocol = next(iter(out.values()))["protocol"]
-    assert list(protocol) == ["model", "backend", "sampling", "prompt_template", "chat_template", "chunk_size",
-                              "grader", "resume_key", "reproducibility", "config", "command", "sessions",
-                              "backend_info", "benchmarks", "limit", "versions", "hardware"]  # fmt: skip
+    assert list(protocol) == ["model", "backend", "sampling", "prompt_template", "chat_template", "prompt",
+                              "prompt_example", "chunk_size", "grader", "resume_key", "reproducibility", "config",
+                              "command", "sessions", "backend_info", "benchmarks", "limit", "versions",
+                              "hardware"]  # fmt: skip
     assert list(protocol["sessions"][0]) == ["started", "finished", "problems_generated", "reproducibility"]
     assert protocol["model"] == "fake-model" and protocol["backend"] == "scripted"
     assert protocol["sampling"] == {"n": 4, "n_requested": 4, "temperature": 0.6, "top_p": 0.95, "top_k": None,
@@ -393,7 +394,7 @@ def test_a_mistyped_model_path_is_refused_before_anything_is_written(tmp_path):
 
 def test_check_model_id(tmp_path, monkeypatch):
     from dler.eval.errors import EvalSettingsError
-    from dler.eval.preflight import check_model_id
+    from dler.eval.model_id import check_model_id
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(EvalSettingsError, match="has no config.json"):
@@ -538,7 +539,7 @@ def test_check_model_id_asks_the_hub_when_online(monkeypatch, caplog):
     import huggingface_hub
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-    import dler.eval.preflight as P
+    import dler.eval.model_id as P
     from dler.eval.errors import EvalSettingsError
 
     response = SimpleNamespace(headers={}, request=None)

@@ -88,9 +88,10 @@ def test_scaling_run_writes_scaling_json_with_the_schema(tmp_path):
     assert backend.calls[0] == (1, 1, 16)
     assert backend.calls[1:] == [(1, 1, 40)] * 5 + [(1, 2, 40)] * 5
     protocol = saved["protocol"]
-    assert list(protocol) == ["model", "backend", "mode", "sampling", "prompt_template", "chat_template", "grader",
-                              "pass_at_k", "latency", "resume_key", "reproducibility", "config", "command",
-                              "sessions", "backend_info", "benchmarks", "limit", "versions", "hardware"]  # fmt: skip
+    assert list(protocol) == ["model", "backend", "mode", "sampling", "prompt_template", "chat_template", "prompt",
+                              "prompt_example", "grader", "pass_at_k", "latency", "resume_key", "reproducibility",
+                              "config", "command", "sessions", "backend_info", "benchmarks", "limit", "versions",
+                              "hardware"]  # fmt: skip
     assert list(protocol["sessions"][0]) == ["started", "warmup_s", "finished", "questions_timed", "reproducibility"]
     assert protocol["sampling"]["temperature"] == 0.6 and protocol["sampling"]["ks"] == [1, 2]
     assert protocol["backend"] == "scripted" and "{problem}" in protocol["prompt_template"]

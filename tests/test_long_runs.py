@@ -94,6 +94,18 @@ def test_a_restart_with_other_settings_is_refused_naming_them(tiny_model_dir, tm
     assert "Resuming with changed settings" in log and "at step 2 of 3" in log
 
 
+def test_a_run_recorded_before_the_newer_settings_resumes_unless_one_of_them_changed(tiny_model_dir, tmp_path):
+    ok(recipe(tiny_model_dir, tmp_path))
+    run_file = tmp_path / "out" / "dler_run.json"
+    run = json.loads(run_file.read_text())
+    for name in ("prompt", "correctness_rewards", "reward_weights", "multi_objective_aggregation", "scale_rewards"):
+        del run["settings"][name]  # as an earlier dler wrote it
+    run_file.write_text(json.dumps(run))
+    proc = recipe(tiny_model_dir, tmp_path, max_steps=3, prompt_format="boxed")
+    assert proc.returncode == 2 and "prompt:" in proc.stderr and "'format': 'r1'" in proc.stderr
+    assert "at step 2 of 3" in ok(recipe(tiny_model_dir, tmp_path, max_steps=3))
+
+
 def test_a_second_run_into_a_busy_output_dir_is_refused(tiny_model_dir, tmp_path):
     with RunLock(str(tmp_path / "out")):
         proc = recipe(tiny_model_dir, tmp_path)

@@ -134,6 +134,16 @@ def test_math_reward_keeps_its_own_deadlines():
 
     assert GuardedReward(MathReward(num_workers=0), "math", timeout=5.0).timeout is None
 
+    class OwnDeadlines:  # any reward function can say so, not only dler's (the guard imports no reward)
+        has_own_deadlines = True
+
+        def __call__(self, completions, **kwargs):
+            return [1.0] * len(completions)
+
+    assert GuardedReward(OwnDeadlines(), "own", timeout=5.0).timeout is None
+    OwnDeadlines.has_own_deadlines = "yes"  # only a true bool counts
+    assert GuardedReward(OwnDeadlines(), "own", timeout=5.0).timeout == 5.0
+
 
 def test_keyboard_interrupt_from_the_function_propagates_unchanged():
     interrupt = KeyboardInterrupt("user pressed Ctrl-C")

@@ -485,7 +485,7 @@ def test_trl_call_conversational_and_metrics(reward):
     assert rewards == [1.0, 0.0, 0.0, 1.0]
     assert metrics == {
         "math/graded": 0.75, "math/unparseable": 0.25, "math/timed_out": 0.0, "math/errors": 0.0,
-        "math/invalid_gold": 0.0,
+        "math/invalid_gold": 0.0, "math/think_unclosed": 0.25,
     }  # fmt: skip
     assert extra["math_status"] == ["correct", "wrong", "no_think_end", "correct"]
     assert extra["math_answer"] == ["12", "13", None, "12"]

@@ -53,10 +53,13 @@ class ToyTask:
 
     `digits`: both numbers of a problem have this many digits (2: 10+10 to 99+99).
     `verifies`: probabilities of 0, 1, 2, ... "wait, let me verify" lines before the answer (mean 2.45).
+    `think_tags`: False writes the solution without `<think>` / `</think>`, as a model that does not think aloud
+    answers (the lines, then the boxed answer): what `--answer_region whole` is for.
     """
 
     digits: int = 2
     verifies: tuple[float, ...] = (0.15, 0.15, 0.2, 0.2, 0.15, 0.15)
+    think_tags: bool = True
 
     def problem(self, rng: random.Random, held_out: bool = False) -> tuple[int, int]:
         """A random problem (a, b) from the training split, or from the held-out split."""
@@ -88,11 +91,12 @@ class ToyTask:
 
     def solution(self, a: int, b: int, rng: random.Random | None = None) -> str:
         """The worked solution: the necessary lines, then (with `rng`) a random number of verify lines."""
-        lines = ["<think>", *column_steps(a, b), f"so {a + b}"]
+        lines = [*column_steps(a, b), f"so {a + b}"]
         if rng is not None:
             lines += [f"{VERIFY}{a + b}"] * rng.choices(range(len(self.verifies)), weights=self.verifies)[0]
-        lines += ["</think>", f"\\boxed{{{a + b}}}"]
-        return "\n".join(lines)
+        if self.think_tags:
+            lines = ["<think>", *lines, "</think>"]
+        return "\n".join([*lines, f"\\boxed{{{a + b}}}"])
 
 
 def is_held_out(a: int, b: int) -> bool:

@@ -1,4 +1,4 @@
-"""The benchmark registry, the R1 prompt, and loading problems from the hub or local JSONL files.
+"""The benchmark registry and loading problems from the hub or local JSONL files (prompts: `dler.prompts`).
 
 A benchmark is one `Benchmark` entry: where its rows live on the Hugging Face hub (id, config, split, optional
 revision) and which fields hold the problem and the gold answer. `--data-dir DIR` replaces the hub with local
@@ -24,11 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger(__name__)
+from dler.prompts import R1_INSTRUCTION, R1_PROMPT_TEMPLATE  # noqa: F401 (their former home)
 
-R1_INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
-# DeepScaleR's evaluation (the DLER paper's test sets and prompt): the problem, a space, the instruction.
-R1_PROMPT_TEMPLATE = "{problem} " + R1_INSTRUCTION
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -377,7 +375,8 @@ def _json_safe(value: Any) -> Any:
 
 
 def build_prompt(tokenizer, problem: str, template: str = R1_PROMPT_TEMPLATE) -> str:
-    """The R1 prompt of one problem in the model's chat template, ready for generation.
+    """The R1 prompt of one problem in the model's chat template, ready for generation (the demo's; `dler eval`
+    renders any prompt format with `dler.prompts.render`, which refuses a chat format without a template).
 
     `template` is the user message with `{problem}` where the problem goes (plain replacement, no str.format:
     the R1 instruction's `\\boxed{}` needs no escaping)."""
@@ -390,6 +389,7 @@ def build_prompt(tokenizer, problem: str, template: str = R1_PROMPT_TEMPLATE) ->
     return content
 
 
-def prompt_ids(tokenizer, prompt: str) -> list[int]:
-    """Token ids of a chat-formatted prompt (the template already holds any BOS: no special tokens added)."""
-    return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+def prompt_ids(tokenizer, prompt: str, add_special_tokens: bool = False) -> list[int]:
+    """Token ids of a prompt: a chat-formatted one already holds any BOS (no special tokens added, the default); a
+    raw one gets them (`add_special_tokens=True`), as TRL tokenises raw prompts."""
+    return list(tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"])

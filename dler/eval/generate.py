@@ -27,17 +27,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from dler.prompts import cut_at_stop
+
 BACKENDS = ("auto", "vllm", "transformers")
 
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """What is sampled: n samples per prompt at this temperature / top_p, at most max_tokens new tokens each."""
+    """What is sampled: n samples per prompt at this temperature / top_p, at most max_tokens new tokens each, a
+    response ending early at the first of the `stop` strings (the prompt format's; cut from the text)."""
 
     n: int
     temperature: float
     top_p: float
     max_tokens: int
+    stop: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.n < 1:
@@ -157,6 +161,8 @@ class TransformersBackend:
             eos_token_id=self.eos_ids,
             pad_token_id=self.pad_id,
         )
+        if settings.stop:
+            common["stop_strings"] = list(settings.stop)
         if settings.greedy:
             return GenerationConfig(do_sample=False, **common)
         return GenerationConfig(
@@ -182,25 +188,43 @@ class TransformersBackend:
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
                 generation_config=self.generation_config(settings),
+                **({"tokenizer": self.tokenizer} if settings.stop else {}),  # stop_strings need it
             )
         completions = out[:, width:].tolist()
+        return [
+            [self._sample(row, settings.stop) for row in completions[i * settings.n : (i + 1) * settings.n]]
+            for i in range(len(requests))
+        ]
+
+    def _sample(self, row: list[int], stop_strings: tuple[str, ...]) -> Sample:
+        """One response from its generated ids: up to the first EOS (counted), or cut before the first stop string
+        (counted up to the token that completes it), else truncated at the cap."""
         eos = set(self.eos_ids)
-        results: list[list[Sample]] = []
-        for i in range(len(requests)):
-            samples = []
-            for row in completions[i * settings.n : (i + 1) * settings.n]:
-                stop = next((j for j, t in enumerate(row) if t in eos), None)
-                body = row if stop is None else row[:stop]
-                text = self.tokenizer.decode(body, skip_special_tokens=False)
-                if stop is None:
-                    samples.append(Sample(text, len(row), True, "length"))
-                else:
-                    samples.append(Sample(text, stop + 1, False, "stop"))
-            results.append(samples)
-        return results
+        stop = next((j for j, t in enumerate(row) if t in eos), None)
+        body = row if stop is None else row[:stop]
+        text = self.tokenizer.decode(body, skip_special_tokens=False)
+        cut = cut_at_stop(text, stop_strings)
+        if cut is not None:
+            return Sample(cut, _tokens_until_stop(self.tokenizer, body, stop_strings), False, "stop")
+        if stop is None:
+            return Sample(text, len(row), True, "length")
+        return Sample(text, stop + 1, False, "stop")
 
     def info(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device, "dtype": self.dtype, "eos_token_ids": self.eos_ids}
 
     def close(self) -> None:
         self.model = None
+
+
+def _tokens_until_stop(tokenizer, ids: list[int], stop_strings: tuple[str, ...]) -> int:
+    """The fewest leading tokens of `ids` whose text holds a stop string (binary search: a longer prefix decodes
+    to a longer text)."""
+    low, high = 1, len(ids)
+    while low < high:
+        mid = (low + high) // 2
+        if cut_at_stop(tokenizer.decode(ids[:mid], skip_special_tokens=False), stop_strings) is None:
+            low = mid + 1
+        else:
+            high = mid
+    return high

@@ -287,6 +287,13 @@ def summarize(
     }
 
 
+def think_unclosed(records: Sequence[dict[str, Any]], think_end: str = "</think>") -> float:
+    """The fraction of responses that never close their thinking with `think_end`: all of them score 0 when the
+    answer is read after it (a model that answers without thinking tags, graded as a thinking one)."""
+    responses = [text for r in records for text in r["responses"]]
+    return sum(think_end not in text for text in responses) / max(1, len(responses))
+
+
 def overall(per_benchmark: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Macro averages over benchmarks (each benchmark weighs the same, as in the paper's averages), plus the
     micro pass@1 over every sample of every benchmark, and the standard errors of the macro pass@1

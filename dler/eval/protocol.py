@@ -15,8 +15,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dler.eval.errors import ResumeError
+from dler.eval.errors import EvalSettingsError, ResumeError
 from dler.eval.store import PROTOCOL_FILE, write_json
+from dler.prompts import R1_PROMPT_TEMPLATE, prompt_settings, resolve
 
 if TYPE_CHECKING:
     from dler.eval.session import Session
@@ -27,21 +28,25 @@ logger = logging.getLogger(__name__)
 # settings a resumed run must share with the lines already written
 RESUME_KEYS = (
     "model", "backend", "n", "temperature", "top_p", "max_tokens", "seed", "prompt_template", "chunk_size", "grader",
-    "seeding",
+    "seeding", "prompt",
 )  # fmt: skip
 # the value of a resume key in runs written before the key existed (from the old key)
 _RESUME_DEFAULTS: dict[str, Callable[[dict], Any]] = {
     "grader": lambda old: "dler",
+    # the r1 format in the chat template, graded after </think>, with the user message the run recorded
+    "prompt": lambda old: prompt_settings(resolve("r1", user=old.get("prompt_template") or R1_PROMPT_TEMPLATE)),
     # vLLM runs seeded every request before the engine-seeded default; transformers seeds each call
     "seeding": lambda old: {"vllm": "request", "transformers": "call"}.get(old.get("backend")),
 }
 _RESUME_HINTS = {
+    "prompt": "(--prompt-format, --prompt-template, --system-prompt, --[no-]chat-template, --chat-template-kwargs, "
+    "--answer-region; docs/prompts.md)",
     "seeding": "(--seed-per-request or --reproducible give 'request' with vLLM; without them vLLM seeds the engine)",
 }
 # the order of a protocol's keys, for both modes (each uses some); what a finished session adds comes after
 _ORDER = ("model", "model_path", "model_config_sha256", "backend", "mode", "sampling", "prompt_template",
-          "chat_template", "chunk_size", "grader", "pass_at_k", "latency", "resume_key", "reproducibility", "config",
-          "command", "sessions")  # fmt: skip
+          "chat_template", "prompt", "prompt_example", "chunk_size", "grader", "pass_at_k", "latency", "resume_key",
+          "reproducibility", "config", "command", "sessions")  # fmt: skip
 
 
 def derive_seed(seed: int, benchmark: str, index: int) -> int:
@@ -84,18 +89,6 @@ def hardware() -> dict[str, Any]:
     return info
 
 
-def seeding(config: EvalConfig, backend=None) -> str:
-    """How the samples are seeded: "request", "call" or "engine" (see dler.eval.generate)."""
-    if backend is not None:
-        named = getattr(backend, "seeding", None)
-        if named:
-            return named
-        return "request" if getattr(backend, "per_request_seed", False) else "call"
-    if config.backend == "vllm":
-        return "request" if (config.seed_per_request or config.reproducible) else "engine"
-    return "call"
-
-
 def resume_key(config: EvalConfig, temperature: float, n: int, seeding: str) -> dict[str, Any]:
     """The settings of one run directory that its generations depend on (`RESUME_KEYS`)."""
     return {
@@ -111,6 +104,7 @@ def resume_key(config: EvalConfig, temperature: float, n: int, seeding: str) -> 
         "chunk_size": config.chunk() if seeding == "call" else None,
         "grader": config.grader,
         "seeding": seeding,
+        "prompt": prompt_settings(config.prompt()),
     }
 
 
@@ -183,6 +177,25 @@ def _command() -> list[str] | None:
     return sys.argv if Path(sys.argv[0]).name in ("dler", "__main__.py", "cli.py") else None
 
 
+def prompt_example(session: Session, old: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The exact prompt of the first problem evaluated (its benchmark, index and text), as the model sees it: from
+    `old`, the protocol of the same run, when it holds it; else rendered (with the tokenizer). None, with a warning,
+    when the tokenizer cannot be loaded (a finished run whose results are recomputed)."""
+    if old and old.get("prompt_example"):
+        return old["prompt_example"]
+    lb = next((lb for lb in session.loaded if lb.problems), None)
+    if lb is None:
+        return None
+    try:
+        text = session.text_of(lb, lb.problems[0])
+    except EvalSettingsError:
+        raise
+    except Exception as exc:  # the record must not cost the results
+        logger.warning("could not render the prompt of %s[0] for protocol.json: %s", lb.benchmark.name, exc)
+        return None
+    return {"benchmark": lb.benchmark.name, "index": lb.problems[0].index, "text": text}
+
+
 def start_protocol(
     directory: Path, session: Session, key: dict[str, Any], old: dict[str, Any] | None, **fields
 ) -> dict[str, Any]:
@@ -193,7 +206,9 @@ def start_protocol(
         **_model_record(config.model),
         "backend": config.backend,
         "prompt_template": config.prompt_template,
-        "chat_template": True,
+        "chat_template": config.chat_template,
+        "prompt": prompt_settings(session.prompt),
+        "prompt_example": prompt_example(session, old),
         "grader": describe_grader(session.grader),
         "resume_key": key,
         "reproducibility": reproducibility(config, session.built_backend, key["seeding"]),

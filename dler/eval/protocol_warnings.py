@@ -1,6 +1,6 @@
 """What the protocols of compared runs say, and the warnings where they were evaluated differently: backend,
-prompt template, temperature, grader, max tokens, samples per problem, top_p, problems, and the GPUs that timed
-Table 5."""
+prompt (template, format, system prompt, chat template, answer region, the rendered text), temperature, grader, max
+tokens, samples per problem, top_p, problems, and the GPUs that timed Table 5."""
 
 from __future__ import annotations
 
@@ -39,6 +39,41 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
+def _prompt(key: str):
+    """A protocol's prompt setting `key` (None for runs recorded before prompts were settings)."""
+    return lambda p: (p.get("prompt") or {}).get(key) if isinstance(p.get("prompt"), dict) else None
+
+
+def _system(p: dict[str, Any]) -> str | None:
+    return (p["prompt"].get("system") or "") if isinstance(p.get("prompt"), dict) else None
+
+
+def _chat_template(p: dict[str, Any]) -> str | None:
+    """ "on", "on {kwargs}" or "off (raw text)"; None for older runs."""
+    if not isinstance(p.get("prompt"), dict):
+        return None
+    if not p["prompt"].get("chat_template"):
+        return "off (raw text)"
+    kwargs = p["prompt"].get("chat_template_kwargs") or {}
+    return "on" + (f" {json.dumps(kwargs, sort_keys=True)}" if kwargs else "")
+
+
+def _prompt_texts(items: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Runs whose recorded prompt of the same problem differs (the rendered text: chat template included)."""
+    by_problem: dict[tuple, dict[str, list[str]]] = {}
+    for label, p in items:
+        example = p.get("prompt_example")
+        if isinstance(example, dict) and example.get("text") is not None:
+            where = (example.get("benchmark"), example.get("index"))
+            by_problem.setdefault(where, {}).setdefault(_short_hash(example["text"]), []).append(label)
+    return [
+        f"runs differ in the prompt text of {b}[{i}]: "
+        + "; ".join(f"`{h}` ({', '.join(labels)})" for h, labels in sorted(texts.items()))
+        for (b, i), texts in by_problem.items()
+        if len(texts) > 1
+    ]
+
+
 def _gpus(protocol: dict[str, Any]) -> tuple | None:
     gpus = (protocol.get("hardware") or {}).get("gpus") or (protocol.get("resume_key") or {}).get("gpus")
     return tuple(gpus) if gpus else None
@@ -51,6 +86,10 @@ def _differences(items: list[tuple[str, dict[str, Any]]], latency: bool = False)
     checks = [
         ("backend", items, lambda p: p.get("backend"), str),
         ("prompt template", items, lambda p: p.get("prompt_template"), lambda t: f"`{_short_hash(str(t))}`"),
+        ("prompt format", items, _prompt("format"), str),
+        ("system prompt", items, _system, lambda t: f"`{_short_hash(t)}`" if t else "none"),
+        ("chat template", items, _chat_template, str),
+        ("answer region", items, _prompt("answer_region"), str),
         ("temperature", items, protocol_temperature, lambda t: f"{t:g}"),
         ("grader", items, grader_name, str),
         ("grader settings", items, _grader_settings, lambda s: f"`{_short_hash(s)}`"),
@@ -75,11 +114,12 @@ def _differences(items: list[tuple[str, dict[str, Any]]], latency: bool = False)
             if what == "temperature" and any(protocol_temperature(p) == 0 for _, p in group):
                 text += " — T=0 is greedy decoding with one sample per problem"
             out.append(text)
-    return out
+    return out + _prompt_texts(items)
 
 
 def protocol_warnings(runs: list[Run]) -> list[str]:
-    """Differences in how the compared runs were evaluated: backend, prompt template, temperature, grader, max
+    """Differences in how the compared runs were evaluated: backend, prompt (template, format, system prompt, chat
+    template and its arguments, answer region, the rendered text of the same problem), temperature, grader, max
     tokens, samples per problem and top_p (the last two among sampled runs: greedy runs take one sample), and the
     problems; for the test-time scaling runs (scaling.json) also the GPUs their latencies were measured on."""
     evaluated = with_results(runs)

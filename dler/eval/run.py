@@ -22,17 +22,9 @@ from typing import Any
 from dler.eval import metrics as M
 from dler.eval.benchmarks import BenchmarkError, Problem
 from dler.eval.generate import Backend, Request, Sample, SamplingSettings
-from dler.eval.protocol import (
-    RESUME_KEYS,
-    check_protocol,
-    derive_seed,
-    finish_protocol,
-    resume_key,
-    seeding,
-    start_protocol,
-)
+from dler.eval.protocol import RESUME_KEYS, check_protocol, derive_seed, finish_protocol, resume_key, start_protocol
 from dler.eval.session import Session
-from dler.eval.settings import EvalConfig
+from dler.eval.settings import EvalConfig, seeding
 from dler.eval.store import (
     GENERATIONS_DIR,
     PROTOCOL_FILE,
@@ -88,10 +80,31 @@ def evaluate(
                 Generations.open(lb, directory / GENERATIONS_DIR / f"{lb.benchmark.name}.jsonl", n)
                 for lb in session.loaded
             ]
-            settings = SamplingSettings(n, temperature, config.top_p, config.max_tokens)
+            settings = SamplingSettings(n, temperature, config.top_p, config.max_tokens, stop=session.prompt.stop)
             runs.append(_Run(settings, directory, key, old, generations))
         session.plan([g for run in runs for g in run.generations], max(32, config.n))
-        return {str(run.directory): _run_one(session, run) for run in runs}
+        results = {str(run.directory): _run_one(session, run) for run in runs}
+        for warning in think_warnings(results, config.answer_region):
+            logger.warning(warning)
+        return results
+
+
+def think_warnings(results: dict[str, dict[str, Any]], answer_region: str) -> list[str]:
+    """For an "after-think" run, a warning per benchmark where most responses never close their thinking: they all
+    score 0, the mark of a model that answers without thinking tags evaluated with the wrong grader."""
+    if answer_region != "after-think":
+        return []
+    out = []
+    for run_dir, r in results.items():
+        for name, m in r["benchmarks"].items():
+            if m.get("think_unclosed", 0) > 0.5:
+                out.append(
+                    f"{run_dir} {name}: {m['think_unclosed']:.0%} of the responses never close their thinking with "
+                    "</think>, and the answer region is 'after-think', so every one of them scored 0. A model that "
+                    "answers without thinking tags is evaluated with --answer-region whole (or a --prompt-format "
+                    "whose region is 'whole'; docs/prompts.md)."
+                )
+    return out
 
 
 def _run_one(session: Session, run: _Run) -> dict[str, Any]:
@@ -112,6 +125,7 @@ def _run_one(session: Session, run: _Run) -> dict[str, Any]:
         write_problem_csv(run.directory / GENERATIONS_DIR / f"{g.name}.csv", records)
         summary = M.summarize(records)
         summary["grading"] = dict(Counter(s for r in records for s in r["status"]))
+        summary["think_unclosed"] = M.think_unclosed(records)
         invalid = summary["grading"].get("invalid_gold", 0)
         if invalid:
             logger.warning("%s: %d samples scored 0 because their gold answer cannot be parsed", g.name, invalid)

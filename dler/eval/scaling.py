@@ -16,13 +16,14 @@ from dler.eval.protocol import check_protocol, derive_seed, finish_protocol, sta
 from dler.eval.session import Session
 from dler.eval.settings import EvalConfig
 from dler.eval.store import PROTOCOL_FILE, SCALING_DIR, SCALING_FILE, Generations, ProblemRecord, has_lines, write_json
+from dler.prompts import prompt_settings
 
 # what a resumed scaling run must share with the questions already timed: everything that changes the samples
 # or the wall time of generating them
 SCALING_RESUME_KEYS = (
     "model", "backend", "temperature", "top_p", "max_tokens", "seed", "prompt_template", "grader", "seeding",
     "reproducible", "tensor_parallel_size", "max_model_len", "gpu_memory_utilization", "dtype", "enforce_eager",
-    "gpus",
+    "gpus", "prompt",
 )  # fmt: skip
 LATENCY_DEFINITION = (
     "wall-clock seconds (time.perf_counter) from submitting a question's one request for K samples to receiving "
@@ -98,6 +99,7 @@ def _scaling_key(config: EvalConfig, seeding: str) -> dict[str, Any]:
         "dtype": config.dtype,
         "enforce_eager": config.enforce_eager,
         "gpus": _gpu_names(),
+        "prompt": prompt_settings(config.prompt()),
     }
 
 
@@ -156,7 +158,7 @@ def _scaling(session: Session) -> dict[str, Any]:
         protocol["sessions"][-1]["warmup_s"] = _warm_up(session, todo[0], temperature)
     generated = 0
     for k in ks:
-        settings = SamplingSettings(k, temperature, config.top_p, config.max_tokens)
+        settings = SamplingSettings(k, temperature, config.top_p, config.max_tokens, stop=session.prompt.stop)
         for lb in session.loaded:
             generated += _time_questions(session, cells[(k, lb.benchmark.name)], settings)
         write_json(root / SCALING_FILE, _scaling_results(config, cells, protocol))

@@ -13,13 +13,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from dler.eval.benchmarks import LoadedBenchmark, Problem, build_prompt, load_benchmark, parse_benchmarks, prompt_ids
-from dler.eval.errors import EvalInterrupted
+from dler.eval.benchmarks import LoadedBenchmark, Problem, load_benchmark, parse_benchmarks, prompt_ids
+from dler.eval.errors import EvalInterrupted, EvalSettingsError
 from dler.eval.generate import Backend
-from dler.eval.preflight import hub_offline, preflight
-from dler.eval.protocol import seeding
-from dler.eval.settings import EvalConfig
+from dler.eval.model_id import hub_offline
+from dler.eval.preflight import preflight
+from dler.eval.settings import EvalConfig, seeding
 from dler.eval.store import Generations
+from dler.prompts import ANSWER_REGIONS, PromptError, render
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,13 @@ def _actual(config: EvalConfig, backend, grader) -> EvalConfig:
         config = replace(config, backend=getattr(backend, "name", config.backend))
     if grader is not None:
         config = replace(config, grader=getattr(grader, "grader", config.grader))
+        region = getattr(grader, "answer_region", config.answer_region)
+        if region not in ANSWER_REGIONS:
+            raise EvalSettingsError(
+                f"the grader passed in reads the answer {region!r}; dler eval grades {' or '.join(ANSWER_REGIONS)} "
+                "(MathReward(answer_region=...))"
+            )
+        config = replace(config, answer_region=region)  # what grades is what is recorded
     if config.data_dir is None and hub_offline():
         logger.warning("HF_HUB_OFFLINE=1 and no --data-dir: the benchmarks must already be in the datasets cache")
     if config.reproducible and config.backend == "vllm":
@@ -81,6 +89,7 @@ class Session:
         self._args = (config, backend, grader)
         self._backend, self._tokenizer, self._grader = backend, tokenizer, grader
         self._own_backend, self._own_grader = backend is None, grader is None
+        self._prompts: dict[tuple[str, int], str] = {}
         self._prompt_ids: dict[tuple[str, int], list[int]] = {}
         self.on_problem: Callable[[str, int], None] | None = on_problem
 
@@ -89,6 +98,7 @@ class Session:
             self.counter = stack.enter_context(_CtrlC())
             given, backend, grader = self._args
             config = self.config = _actual(given.validate(check_model=backend is None), backend, grader)
+            self.prompt = config.prompt()
             # golds are checked by the grader passed in (its workers), else in this process by the configured grader
             gold_grader = grader if hasattr(grader, "check_answers") else config.grader
             benchmarks = parse_benchmarks(config.benchmarks)
@@ -112,12 +122,24 @@ class Session:
                 self._tokenizer = AutoTokenizer.from_pretrained(self.config.model)
         return self._tokenizer
 
+    def text_of(self, lb: LoadedBenchmark, p: Problem) -> str:
+        """The prompt of a problem as the model sees it (the chat template applied, or the raw text; computed once).
+        A format that needs a chat template the tokenizer lacks raises EvalSettingsError."""
+        key = (lb.benchmark.name, p.index)
+        if key not in self._prompts:
+            try:
+                self._prompts[key] = render(self.prompt, p.problem, self.tokenizer, self.config.model)
+            except PromptError as e:
+                raise EvalSettingsError(str(e)) from None
+        return self._prompts[key]
+
     def ids_of(self, lb: LoadedBenchmark, p: Problem) -> list[int]:
-        """The chat-formatted prompt of a problem, as token ids (computed once)."""
+        """The prompt of a problem as token ids (computed once). Raw text gets the tokenizer's special tokens (a
+        BOS), as TRL tokenises a raw training prompt; a chat template already holds them."""
         key = (lb.benchmark.name, p.index)
         if key not in self._prompt_ids:
-            text = build_prompt(self.tokenizer, p.problem, self.config.prompt_template)
-            self._prompt_ids[key] = prompt_ids(self.tokenizer, text)
+            special = not self.prompt.chat_template
+            self._prompt_ids[key] = prompt_ids(self.tokenizer, self.text_of(lb, p), add_special_tokens=special)
         return self._prompt_ids[key]
 
     @property
@@ -154,7 +176,8 @@ class Session:
         if self._grader is None:
             from dler.rewards import MathReward
 
-            self._grader = MathReward(num_workers=self.config.grader_workers, grader=self.config.grader)
+            c = self.config
+            self._grader = MathReward(num_workers=c.grader_workers, grader=c.grader, answer_region=c.answer_region)
         return self._grader
 
     def plan(self, generations: list[Generations], sequences: int) -> None:

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-from dler.eval.benchmarks import DEFAULT_BENCHMARKS, R1_PROMPT_TEMPLATE, check_local_files, parse_benchmarks
+from dler.eval.benchmarks import DEFAULT_BENCHMARKS, check_local_files, parse_benchmarks
 from dler.eval.generate import SamplingSettings, resolve_backend
-from dler.eval.preflight import check_model_id
+from dler.eval.model_id import check_model_id
 from dler.eval.vllm_backend import check_engine_settings
+from dler.prompts import PROMPT_FILE, PromptFormat, from_settings, get_format, override, read_prompt_file
 from dler.rewards import check_grader
+
+logger = logging.getLogger(__name__)
+# the prompt settings of EvalConfig, as `dler.prompts.override` names them, and their command-line flags
+_PROMPT_FIELDS = {
+    "prompt_template": ("user", "--prompt-template"),
+    "system_prompt": ("system_prompt", "--system-prompt"),
+    "chat_template": ("chat_template", "--[no-]chat-template"),
+    "chat_template_kwargs": ("chat_template_kwargs", "--chat-template-kwargs"),
+    "answer_region": ("answer_region", "--answer-region"),
+}
 
 
 @dataclass
@@ -28,7 +41,14 @@ class EvalConfig:
     data_dir: str | None = None
     limit: int | None = None
     chunk_size: int | None = None  # transformers: problems per generation call; None: max(1, 32 // n)
-    prompt_template: str = R1_PROMPT_TEMPLATE
+    # the prompt (dler.prompts): a named format and overrides; None: the trained model's dler_prompt.json, else r1
+    prompt_format: str | None = None
+    prompt_template: str | None = None  # the user message, {problem} replaced; None: the format's
+    system_prompt: str | None = None  # None: the format's; "": none
+    chat_template: bool | None = None  # None: the format's; False: the prompt is raw text
+    chat_template_kwargs: dict[str, Any] | str | None = None  # apply_chat_template's; a dict or a JSON object
+    answer_region: str | None = None  # "after-think" or "whole"; None: the format's
+    prompt_origin: str | None = None  # set by validate(): where the prompt settings came from
     tensor_parallel_size: int = 1
     data_parallel_size: int = 1
     max_model_len: int | None = None
@@ -47,7 +67,11 @@ class EvalConfig:
     def validate(self, check_model: bool = True) -> EvalConfig:
         """Check every setting, benchmark file and (with `check_model`) the model path or hub id, before anything
         is written or any model is loaded. Returns the resolved copy a run uses: the backend chosen for
-        `--backend auto`, the K values sorted. Resolving a resolved config changes nothing."""
+        `--backend auto`, the K values sorted, every prompt setting explicit. Resolving a resolved config changes
+        nothing."""
+        fmt, origin = self._resolve_prompt()
+        if self.prompt_origin is None:
+            logger.info("prompt: %s (format %r, answer region %r)", origin, fmt.name, fmt.answer_region)
         benchmarks = parse_benchmarks(self.benchmarks)
         check_grader(self.grader, "--grader")
         if self.data_dir is not None:
@@ -65,8 +89,6 @@ class EvalConfig:
         check_engine_settings(self.tensor_parallel_size, self.data_parallel_size, self.gpu_memory_utilization)
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError(f"--max-model-len must be >= 1, got {self.max_model_len}")
-        if "{problem}" not in self.prompt_template:
-            raise ValueError("the prompt template must contain {problem}")
         if Path(self.output_dir).exists() and not Path(self.output_dir).is_dir():
             raise ValueError(f"--output-dir {self.output_dir} exists and is not a directory")
         parallel_k = self._check_scaling() if self.parallel_k is not None else None
@@ -76,8 +98,32 @@ class EvalConfig:
         if check_model:
             check_model_id(self.model)
         return replace(
-            self, backend=backend, auto_backend=self.auto_backend or self.backend == "auto", parallel_k=parallel_k
-        )
+            self, backend=backend, auto_backend=self.auto_backend or self.backend == "auto", parallel_k=parallel_k,
+            prompt_format=fmt.name, prompt_template=fmt.user, system_prompt=fmt.system or "",
+            chat_template=fmt.chat_template, chat_template_kwargs=dict(fmt.chat_template_kwargs),
+            answer_region=fmt.answer_region, prompt_origin=self.prompt_origin or origin,
+        )  # fmt: skip
+
+    def _resolve_prompt(self) -> tuple[PromptFormat, str]:
+        """The prompt format this run uses and where it came from: `prompt_format`, else the settings a trained
+        model folder holds (dler_prompt.json), else r1; the other prompt settings given override it."""
+        given = {
+            name: getattr(self, key) for key, (name, _) in _PROMPT_FIELDS.items() if getattr(self, key) is not None
+        }
+        flags = [flag for key, (_, flag) in _PROMPT_FIELDS.items() if getattr(self, key) is not None]
+        trained = read_prompt_file(self.model) if self.prompt_format is None else None
+        if self.prompt_format is not None:
+            base, origin = get_format(self.prompt_format, "--prompt-format"), "--prompt-format"
+        elif trained is not None:
+            path = Path(self.model) / PROMPT_FILE
+            base, origin = from_settings(trained, str(path)), f"as the model was trained ({path})"
+        else:
+            base, origin = get_format("r1"), "the default format"
+        return override(base, **given), origin + (f", with {', '.join(flags)}" if flags else "")
+
+    def prompt(self) -> PromptFormat:
+        """The prompt format of this config (with its overrides)."""
+        return self._resolve_prompt()[0]
 
     def _check_scaling(self) -> list[int]:
         """The K values of the test-time scaling mode, checked and sorted."""
@@ -106,3 +152,15 @@ class EvalConfig:
         if len(self.temperatures) == 1:
             return [(self.temperatures[0], root)]
         return [(t, root / f"t{t:g}") for t in self.temperatures]
+
+
+def seeding(config: EvalConfig, backend=None) -> str:
+    """How the samples are seeded: "request", "call" or "engine" (see dler.eval.generate)."""
+    if backend is not None:
+        named = getattr(backend, "seeding", None)
+        if named:
+            return named
+        return "request" if getattr(backend, "per_request_seed", False) else "call"
+    if config.backend == "vllm":
+        return "request" if (config.seed_per_request or config.reproducible) else "engine"
+    return "call"

@@ -140,6 +140,8 @@ class VLLMBackend:
         }
         if seed is not None:
             kwargs["seed"] = seed
+        if settings.stop:  # the prompt format's: vLLM ends the response there and leaves the string out
+            kwargs["stop"] = list(settings.stop)
         kwargs["skip_special_tokens"] = False  # keep a `</think>` that a tokenizer marks special
         return kwargs
 

@@ -6,14 +6,14 @@ answers seen before (the 16 rollouts of a prompt often agree), and send only the
 
 import logging
 import threading
-import time
 from collections import Counter, OrderedDict
 from typing import Any, NamedTuple
 
-from dler.reward_guard import TRL_CONTROL_KWARGS  # what TRL passes besides the dataset columns
+from dler.prompts import check_answer_region
 from dler.rewards import extract, released
 from dler.rewards.pool import GradingPool
 from dler.rewards.prechecks import MAX_ANSWER_CHARS, MAX_DEPTH
+from dler.rewards.ratelimit import RateLimitedWarnings
 from dler.rewards.status import (
     CATEGORIES,
     CORRECT,
@@ -24,6 +24,7 @@ from dler.rewards.status import (
     category,
 )
 from dler.rewards.worker import run_job
+from dler.trl_keywords import TRL_CONTROL_KWARGS  # what TRL passes besides the dataset columns
 
 logger = logging.getLogger(__name__)
 
@@ -61,21 +62,9 @@ class MissingAnswerColumn(KeyError):
         return self.args[0]
 
 
-class _Warnings:
-    """At most one warning per kind every `every` seconds, with the number of occurrences since the last one."""
-
+class _Warnings(RateLimitedWarnings):
     def __init__(self, every: float = 30.0):
-        self.every = every
-        self._last: dict[str, float] = {}
-        self._count: Counter = Counter()
-
-    def __call__(self, kind: str, message: str) -> None:
-        self._count[kind] += 1
-        now = time.monotonic()
-        if now - self._last.get(kind, -1e9) >= self.every:
-            n = self._count.pop(kind)
-            logger.warning("math reward: %s%s", message, f" ({n} such since the last warning)" if n > 1 else "")
-            self._last[kind] = now
+        super().__init__(logger, "math reward: ", every)
 
 
 class MathReward:
@@ -87,6 +76,10 @@ class MathReward:
             (`dler.rewards.forms`). "released": DLER's released reward (`dler.rewards.released`): the text
             between the first and second `think_end`, the last literal `\\boxed{}` there, and correct when
             math-verify, a normalised-string match or sympy equality accepts. Both run in the same pool.
+        answer_region: where the answer is read: "after-think" (after the first `</think>`; a response that never
+            closes its thinking scores 0: a thinking model, the R1 grader) or "whole" (the last box anywhere: a
+            model that answers without thinking tags). Given, it sets `think_end` and `require_think_end`; None:
+            those two say it (the defaults are "after-think").
         think_end: the marker that closes the thinking; the answer must follow it. None: grade the whole text.
         require_think_end: a response that never closes its thinking scores 0 (R1 grader). If False, such a
             response is graded on its whole text.
@@ -104,11 +97,14 @@ class MathReward:
     TRL calls `reward(prompts=..., completions=..., completion_ids=..., **columns, log_metric=...)`; the metrics
     `math/graded`, `math/unparseable`, `math/timed_out`, `math/errors` and `math/invalid_gold` are logged as
     fractions of the call's completions (they sum to 1), and the graded answer and status of each completion go
-    to the completions table (`log_extra`). `stats` keeps cumulative counts per status.
+    to the completions table (`log_extra`). With the "after-think" region, `math/think_unclosed` is the fraction
+    of the call's completions without `think_end`, and when it is above one half a warning (at most one every 30
+    s) says that such responses score 0 and names the switch for models that do not think in tags. `stats` keeps cumulative counts per status.
     Call `close()` (or use it as a context manager) to stop the workers; interpreter exit stops them too.
     """
 
     __name__ = "math_correctness"
+    has_own_deadlines = True  # each answer is timed out in a worker process: `dler.reward_guard` adds no deadline
 
     def __init__(
         self,
@@ -124,9 +120,13 @@ class MathReward:
         cache_size: int = 100_000,
         pool: GradingPool | None = None,
         grader: str = "dler",
+        answer_region: str | None = None,
     ):
         if on_invalid_gold not in ("warn", "error"):
             raise ValueError(f"on_invalid_gold must be 'warn' or 'error', got {on_invalid_gold!r}")
+        if answer_region is not None:
+            whole = check_answer_region(answer_region) == "whole"
+            think_end, require_think_end = (None, False) if whole else (think_end or extract.THINK_END, True)
         self.grader = check_grader(grader)
         self.answer_column = answer_column
         self.think_end = think_end
@@ -169,12 +169,21 @@ class MathReward:
         if self._pool is not None and self._owns_pool:
             self._pool.close()
 
+    @property
+    def answer_region(self) -> str:
+        """ "after-think", "whole", or "after-think-if-closed" (`require_think_end=False`: after the marker when
+        there is one, else the whole response)."""
+        if not self.think_end:
+            return "whole"
+        return "after-think" if self.require_think_end else "after-think-if-closed"
+
     def describe(self) -> dict[str, Any]:
         """The grading settings, as recorded in an evaluation's protocol: runs that differ here differ in score."""
         return {
             "reward": "dler.rewards.MathReward",
             "grader": self.grader,
             "description": _DESCRIPTIONS[self.grader],
+            "answer_region": self.answer_region,
             "think_end": self.think_end,
             "require_think_end": self.require_think_end,
             "answer_timeout": self.answer_timeout,
@@ -200,14 +209,30 @@ class MathReward:
             )
         grades = self.grade(completions, kwargs[self.answer_column])
         log_metric = kwargs.get("log_metric")
+        unclosed = self._think_unclosed(completions) if self.answer_region == "after-think" else None
         if log_metric is not None:
             for name, value in self.summarize(grades).items():
                 log_metric(f"math/{name}", value)
+            if unclosed is not None:
+                log_metric("math/think_unclosed", unclosed)
         log_extra = kwargs.get("log_extra")
         if log_extra is not None:  # columns of TRL's completions table
             log_extra("math_answer", [g.answer for g in grades])
             log_extra("math_status", [g.status for g in grades])
         return [g.score for g in grades]
+
+    def _think_unclosed(self, completions) -> float:
+        """The fraction of `completions` that never close their thinking; warns (rate-limited) above one half."""
+        texts = [extract.completion_text(c, self.think_end) for c in completions]
+        unclosed = sum(self.think_end not in t for t in texts) / max(1, len(texts))
+        if unclosed > 0.5:
+            self._warn(
+                "think_unclosed",
+                f"{unclosed:.0%} of this call's responses never close their thinking with {self.think_end!r} and "
+                "score 0 (answer region 'after-think'). A model that answers without thinking tags needs "
+                "--answer_region whole, or a --prompt_format whose answer region is 'whole' (docs/prompts.md).",
+            )
+        return unclosed
 
     # ------------------------------------------------------------------ grading
 
