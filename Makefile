@@ -83,6 +83,28 @@ merge-sweep: $(STAMP) ## update-selective merging (paper Sec. 4.6): FRACTIONS x 
 	$(MAKE) eval MODEL=$(TUNED_MODEL) EVAL_DIR=$(MERGE_DIR)/eval/tuned
 	$(MAKE) table RUNS="$$(ls -d $(MERGE_DIR)/eval/*/ | grep -v /base/)" BASELINE=$(MERGE_DIR)/eval/base REPORT_DIR=$(MERGE_DIR)/report
 
+# Recipes and protocols for other models (README "Reproducing the paper"): each target's settings are in its script.
+.PHONY: eval-passk reproduce-nemotron-merge concise-qwen-math
+eval-passk reproduce-nemotron-merge concise-qwen-math: export HF_HUB_OFFLINE := 0
+NEMOTRON     := nvidia/Llama-3.1-Nemotron-Nano-8B-v1
+CONCISE_DATA ?= runs/concise/math_train.jsonl
+PASSK_ARGS   ?=
+eval-passk: MODEL := Qwen/Qwen2.5-7B
+eval-passk: $(STAMP) ## base-model pass@k (arXiv 2504.13837): MODEL, n=256, T=0.6, raw qwen-boxed prompt; flags in PASSK_ARGS="..."
+	$(PY) recipes/eval_passk_base.py --model $(MODEL) --output-dir runs/passk/$(notdir $(MODEL)) $(PASSK_ARGS)
+
+reproduce-nemotron-merge: $(STAMP) ## DLER on Nemotron-Nano-8B (paper Sec. 4.6), merge top 25% x 0.7, evaluate base, DLER and merged
+	$(MAKE) train RECIPE=recipes/dler_nemotron_8b.py CONFIG=zero3_offload
+	$(PY) -m dler merge --base $(NEMOTRON) --tuned runs/dler-nemotron-8b --output runs/dler-nemotron-8b-merged --top-fraction 0.25 --scale 0.7
+	$(MAKE) eval MODEL=$(NEMOTRON) EVAL_DIR=runs/eval/nemotron-8b EVAL_ARGS="--prompt-format nemotron-think $(EVAL_ARGS)"
+	$(MAKE) eval MODEL=runs/dler-nemotron-8b EVAL_DIR=runs/eval/dler-nemotron-8b EVAL_ARGS="--prompt-format nemotron-think $(EVAL_ARGS)"
+	$(MAKE) eval MODEL=runs/dler-nemotron-8b-merged EVAL_DIR=runs/eval/dler-nemotron-8b-merged EVAL_ARGS="--prompt-format nemotron-think $(EVAL_ARGS)"
+	$(MAKE) table RUNS="runs/eval/dler-nemotron-8b runs/eval/dler-nemotron-8b-merged" BASELINE=runs/eval/nemotron-8b REPORT_DIR=runs/eval/report-nemotron-8b
+
+concise-qwen-math: $(STAMP) ## Concise Reasoning stage 2 on Qwen2.5-Math-7B: solve rates of CONCISE_DATA (JSONL), then RL on 4 problems
+	$(PY) -m dler solve-rate --model Qwen/Qwen2.5-Math-7B --data $(CONCISE_DATA) --output runs/concise/qwen_rated.jsonl --prompt-format qwen25-math-cot --temperature 0.6 --max-tokens 3000
+	$(MAKE) train RECIPE=recipes/concise_qwen_math.py
+
 lint: $(STAMP) ## ruff lint and format check, and no library module over 400 lines (CI runs it before the tests)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
