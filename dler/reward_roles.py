@@ -35,9 +35,9 @@ def correctness_columns(names: list[str], selected: list[str] | None, weights: l
     correctness is better."""
     if not names:
         raise ValueError(
-            "DLERTrainer needs at least one reward function (reward_funcs=...): the length penalty shapes the "
-            "correctness reward per group, and without one there is nothing to shape. Pass e.g. "
-            "reward_funcs=dler.rewards.MathReward()."
+            "No reward source provided. DLERTrainer needs at least one reward function (reward_funcs=...): the length "
+            "penalty shapes the correctness reward per group, and without one there is nothing to shape (environments, "
+            "which TRL lets own the reward, are refused). Pass e.g. reward_funcs=dler.rewards.MathReward()."
         )
     chosen = list(selected) if selected else [names[0]]
     unknown = [name for name in chosen if name not in names]

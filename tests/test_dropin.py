@@ -83,7 +83,7 @@ def test_signature_matches_grpo_trainer():
 def test_refused_before_any_model_loads(tmp_path):
     missing = str(tmp_path / "no-such-model")  # loading it would fail with another error
     args = config(tmp_path, max_completion_length=8)
-    with pytest.raises(ValueError, match="needs at least one reward function"):
+    with pytest.raises(ValueError, match="No reward source provided. DLERTrainer needs at least one reward function"):
         DLERTrainer(missing, args=args)
     with pytest.raises(ValueError, match="environment_factory would bypass"):
         DLERTrainer(missing, args=args, environment_factory=object)

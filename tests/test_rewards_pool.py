@@ -117,6 +117,7 @@ def test_crashed_worker_is_replaced_without_deadlock(pool):
 
 
 def test_worker_killed_while_idle_loses_nothing(pool):
+    pool.start(wait_ready=True)  # idle, not still starting (the test before replaced a worker)
     victim = pool.pids[0]
     os.kill(victim, signal.SIGKILL)
     assert wait_gone([victim]) == []
