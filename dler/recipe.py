@@ -20,8 +20,9 @@ from trl import ModelConfig, TrlParser
 
 from dler.config import DLERConfig
 from dler.presets import OBJECTIVE, OPTIMIZER_RECIPES, PRESETS, resolve_preset
+from dler.prompts import prompt_settings
 from dler.runs import leave_process_group
-from dler.training import train
+from dler.training import train, training_prompt
 
 
 @dataclass
@@ -350,6 +351,7 @@ def describe(script_args, training_args, model_args, layout, sources) -> dict:
             if hasattr(model_args, k)
         },
         "training": {k: values[k] for k in OBJECTIVE + ("output_dir",)},
+        "prompt": prompt_settings(training_prompt(script_args, training_args)),  # answer region resolved
         "sources": sources,
         "batch": layout,
     }

@@ -245,6 +245,8 @@ def test_nemotron_dry_run_is_dler_with_the_papers_changes_and_the_thinking_syste
         script["prompt_format"], system_prompt=script["system_prompt"], answer_region=script["answer_region"]
     )
     assert (fmt.system, fmt.chat_template, fmt.answer_region) == ("detailed thinking on", True, "after-think")
+    shown = plan["prompt"]  # the dry run resolves the prompt as training will
+    assert (shown["format"], shown["system"], shown["answer_region"]) == (fmt.name, fmt.system, fmt.answer_region)
     dler = {"learning_rate": 1e-6, "beta": 0.0005, "epsilon": 0.2, "loss_type": "dapo", "num_generations": 16}
     assert {k: training[k] for k in dler} == dler  # the rest is the DLER recipe (paper Table 4)
     assert (training["advantage_normalization"], training["dynamic_sampling"]) == ("batch", True)
