@@ -8,6 +8,7 @@ final `trainer_state.json`.
 - `finish_run(trainer)`: writes `trainer_state.json` (with the whole `log_history`) into `output_dir` once training
   ends; the Trainer itself only writes it inside checkpoints.
 - `use_progress_bar(trainer, callback)`: swaps the Trainer's default progress bar (or log printer) for `callback`.
+- `name_base_model(output_dir, base_model)`: names the base model in the model card TRL writes, where TRL left it out.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 METRICS_FILE = "metrics.jsonl"
 TRAINER_STATE_FILE = "trainer_state.json"  # transformers' TRAINER_STATE_NAME
+MODEL_CARD_FILE = "README.md"  # TRL's create_model_card writes it into output_dir
+_NO_BASE = "[None](https://huggingface.co/None)"  # TRL's card template when it has no Hub id for the base model
+_NO_HUB_ID = 'model="None"'  # its quick-start snippet when the run has no hub_model_id
 
 # integration -> (the transformers.integrations.integration_utils helper(s) that must all say yes, what to do if not)
 _INTEGRATIONS = {
@@ -137,3 +141,37 @@ def use_progress_bar(trainer, callback) -> None:
     for default in (ProgressCallback, PrinterCallback):
         trainer.remove_callback(default)
     trainer.add_callback(callback)
+
+
+def base_model_text(base_model: str) -> str:
+    """How a model card names a base model that is not a Hub id: a local folder by its path (no Hub link), followed by
+    the Hub model that folder was fine-tuned from when its own card says so."""
+    if not base_model:
+        return "a model whose name or path was not recorded"
+    text = f"the local model `{base_model}`"
+    card = os.path.join(base_model, MODEL_CARD_FILE)
+    if os.path.isfile(card):
+        from huggingface_hub import ModelCard
+
+        parent = ModelCard.load(card).data.base_model
+        if isinstance(parent, str) and parent:
+            text += f" (itself a fine-tuned version of [{parent}](https://huggingface.co/{parent}))"
+    return text
+
+
+def name_base_model(output_dir: str, base_model: str) -> None:
+    """Fill in the model card TRL wrote to `output_dir`. TRL names the base model only when `config._name_or_path` is
+    a Hub id (not a local folder) and otherwise writes "fine-tuned version of [None](https://huggingface.co/None)";
+    this names `base_model` instead (`base_model_text`), and points the quick-start snippet at `output_dir` when the
+    run has no `hub_model_id`. A card that already names its base is left as it is."""
+    path = os.path.join(output_dir, MODEL_CARD_FILE)
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    fixed = text.replace(_NO_BASE, base_model_text(base_model)).replace(
+        _NO_HUB_ID, f"model={json.dumps(os.fspath(output_dir))}"
+    )
+    if fixed != text:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(fixed)

@@ -33,6 +33,7 @@ from dler.penalties import LengthPenalty
 from dler.reward_guard import GuardedReward
 from dler.reward_roles import correctness_columns, reward_name
 from dler.rounds import DynamicSampling, DynamicSamplingExhausted, Replay
+from dler.run_logs import name_base_model
 from dler.runs import leave_process_group_at_exit, write_manifest
 from dler.sampling import RoundScores, SamplingState
 from dler.scoring import RewardScoring
@@ -277,6 +278,12 @@ class DLERTrainer(KLEstimatorLoss, DynamicSampling, RewardScoring, GRPOTrainer):
             )
         self.penalty.load_state_dict(state["penalty"])
         self.sampling.load_carry_state_dict(state["carry"])
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        """TRL's card, naming the base model (`config._name_or_path`) where TRL writes "None": a local path."""
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        if self.is_world_process_zero():
+            name_base_model(self.args.output_dir, self.model.config._name_or_path)
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)

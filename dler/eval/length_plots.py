@@ -141,27 +141,20 @@ def has_length_histograms(runs: list[Run]) -> bool:
     return any(m.get("length_histogram") for r in runs for m in r.benchmarks.values())
 
 
-def _rebin(counts: list[float], edges: list[float], new_edges: list[float]) -> list[float]:
-    """Counts of one histogram spread onto other bin edges, in proportion to the overlap of the bins (samples taken
-    as uniform within a bin); a zero-width bin goes whole to the new bin holding it."""
-    out = [0.0] * (len(new_edges) - 1)
+def _rebin(counts: list[int], edges: list[float], new_edges: list[float]) -> list[int]:
+    """Counts of one histogram moved onto other bin edges: each bin's samples go whole to the new bin holding the
+    bin's midpoint, so the counts stay whole numbers of samples (a sample moves by at most half its old bin)."""
+    out = [0] * (len(new_edges) - 1)
     for c, lo, hi in zip(counts, edges[:-1], edges[1:], strict=True):
-        if not c:
-            continue
-        if hi <= lo:
-            j = min(max(bisect.bisect_right(new_edges, lo) - 1, 0), len(out) - 1)
-            out[j] += c
-            continue
-        for j in range(len(out)):
-            overlap = min(hi, new_edges[j + 1]) - max(lo, new_edges[j])
-            if overlap > 0:
-                out[j] += c * overlap / (hi - lo)
+        if c:
+            j = bisect.bisect_right(new_edges, (lo + hi) / 2) - 1
+            out[min(max(j, 0), len(out) - 1)] += int(c)
     return out
 
 
 def _histogram(r: Run) -> tuple[list[float], dict[str, dict[str, Any]], list[str]] | None:
     """A run's length histograms pooled over its benchmarks: each benchmark's counts (its own equal-width bins,
-    `lengths.length_histogram`) spread onto one set of edges spanning all of them.
+    `lengths.length_histogram`) moved onto one set of edges spanning all of them (`_rebin`: whole samples).
     Returns (edges, {"all" / difficulty: {"correct": counts, "incorrect": counts, "problems": int}}, benchmarks)."""
     hists = {
         b: m["length_histogram"] for b, m in r.benchmarks.items() if (m.get("length_histogram") or {}).get("edges")
@@ -187,7 +180,7 @@ def _histogram(r: Run) -> tuple[list[float], dict[str, dict[str, Any]], list[str
                 counts = part.get(key)
                 if counts is not None and len(counts) == len(h["edges"]) - 1:
                     spread = _rebin(counts, list(h["edges"]), edges)
-                    g[key] = [a + b for a, b in zip(g.get(key, [0.0] * len(spread)), spread, strict=True)]
+                    g[key] = [a + b for a, b in zip(g.get(key, [0] * len(spread)), spread, strict=True)]
     return edges, groups, list(hists)
 
 
@@ -195,6 +188,7 @@ def plot_length_histograms(runs: list[Run], path: Path, baseline: Run | None = N
     """Response lengths of correct and incorrect samples, one row per run (its benchmarks pooled): all problems,
     then by difficulty (easy: solved in >= 2/3 of the samples, hard: <= 1/3, as `lengths.length_histogram`)."""
     from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
 
     hists = [(r, h) for r in with_results(runs) if (h := _histogram(r)) is not None]
     columns = ["all"] + [d for d in DIFFICULTIES if any(d in h[1] for _, h in hists)]
@@ -221,6 +215,7 @@ def plot_length_histograms(runs: list[Run], path: Path, baseline: Run | None = N
             ax.set_xlabel("response length (tokens)", fontsize=9)
             ax.set_ylabel("samples", fontsize=9)
             tokens_axis(ax)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # whole samples: no 0.5 ticks on small counts
             ax.set_ylim(bottom=0)
             ax.set_xlim(edges[0], edges[-1])
             style_axes(ax)

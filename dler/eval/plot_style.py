@@ -69,11 +69,14 @@ def figure_legend(
 
 
 def percent_axis(ax) -> None:
-    """A percentage y axis clamped to [0, 102]: all-zero data never shows negative percentages."""
+    """A percentage y axis clamped to [0, 100]: no tick or margin below 0 % (all-zero data) or above 100 %. The lines
+    drawn so far are not clipped at the axes' edge, so a point at 0 or 100 % shows its whole marker."""
     lo, hi = ax.get_ylim()
     bottom = max(0.0, lo)
-    top = min(max(hi, bottom + 5.0), 102.0)
-    ax.set_ylim(bottom, top)
+    top = min(max(hi, bottom + 5.0), 100.0)
+    ax.set_ylim(min(bottom, top - 5.0), top)
+    for line in ax.get_lines():
+        line.set_clip_on(False)
 
 
 def se_band(ax, xs, ys, ses, color, alpha: float = 0.18) -> None:
