@@ -24,28 +24,52 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
-def _temperatures(text: str) -> list[float]:
-    try:
-        values = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"temperatures are numbers separated by commas, e.g. 0,0.6; got {text!r}"
-        ) from None
-    if not values:
-        raise argparse.ArgumentTypeError("give at least one temperature")
-    return values
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (`dler eval: error: ...`, and where `--help` lists the settings) and exit
+    2, without the usage block in front of the one useful line."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (`{self.prog} --help` lists the settings)\n")
+
+    def fail(self, message) -> None:
+        """A setting that cannot work, named with its fix by `message`: one line, exit 2."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+    def unknown_flags(self, unknown: list[str]) -> None:
+        """Refuse flags this parser does not know, with the closest known flag for each misspelled one."""
+        import difflib
+
+        known = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+        close = {u: difflib.get_close_matches(u.split("=", 1)[0], known, n=1) for u in unknown if u.startswith("-")}
+        hints = [f"{u.split('=', 1)[0]} -> {c[0]}" for u, c in close.items() if c]
+        self.error(
+            f"unrecognized arguments: {' '.join(unknown)}" + (f" (did you mean {', '.join(hints)}?)" if hints else "")
+        )
 
 
-def _ks(text: str) -> list[int]:
-    try:
-        values = [int(k) for k in text.split(",") if k.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"K values are integers separated by commas, e.g. 1,2,4,8; got {text!r}"
-        ) from None
-    if not values or any(k < 1 for k in values):
-        raise argparse.ArgumentTypeError(f"K values must be >= 1, e.g. 1,2,4,8; got {text!r}")
-    return values
+def _number_list(cast, what: str, example: str, minimum: float | None = None):
+    """An argparse type: comma-separated numbers, each read by `cast`, at least one, each >= `minimum` if given."""
+
+    def parse(text: str) -> list:
+        kind = "integers" if cast is int else "numbers"
+        try:
+            values = [cast(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{what} are {kind} separated by commas, e.g. {example}; got {text!r}"
+            ) from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"give at least one of the {what}, e.g. {example}")
+        if minimum is not None and any(v < minimum for v in values):
+            raise argparse.ArgumentTypeError(f"{what} must be >= {minimum:g}, e.g. {example}; got {text!r}")
+        return values
+
+    return parse
+
+
+_temperatures = _number_list(float, "temperatures", "0,0.6")
+_ks = _number_list(int, "K values", "1,2,4,8", minimum=1)
+_floats = _number_list(float, "values", "0.25,0.5")
 
 
 def _add_prompt_flags(p: argparse.ArgumentParser) -> None:
@@ -163,22 +187,15 @@ def _solve_rate_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="JSONL file with a problem and an answer column")
     p.add_argument("--output", required=True, help="JSONL file to write")
     p.add_argument("--n", type=int, default=16, help="samples per problem")
-    p.add_argument("--temperature", type=float, default=0.6)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--max-tokens", type=int, default=8192)
-    p.add_argument("--problem-column", default="problem")
-    p.add_argument("--answer-column", default="answer")
-    p.add_argument("--backend", choices=BACKENDS, default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=0.6, help="sampling temperature")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling: keep the tokens of this much mass")
+    p.add_argument("--max-tokens", type=int, default=8192, help="longest response, in tokens (longer ones are cut)")
+    p.add_argument("--problem-column", default="problem", help="column of --data with the problem text")
+    p.add_argument("--answer-column", default="answer", help="column of --data with the gold answer")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="auto: vLLM when installed, else transformers")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
     _add_prompt_flags(p)
     return p
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _merge_parser(sub) -> argparse.ArgumentParser:
@@ -224,12 +241,12 @@ def _run_merge(args, parser) -> int:
             )
             print(f"{len(reports)} merged models in {args.output}")
     except MergeError as exc:
-        parser.error(str(exc))
+        parser.fail(str(exc))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="dler", description="DLER: evaluation, reports, solve rates and update-selective merging."
     )
     sub = parser.add_subparsers(dest="command", metavar="{eval,report,solve-rate,merge}")
@@ -294,7 +311,7 @@ def _run_eval(args, parser) -> int:
     try:
         config = config.validate()
     except (BenchmarkError, ValueError) as exc:
-        parser.error(str(exc))
+        parser.fail(str(exc))
     except KeyboardInterrupt:
         print("interrupted before anything was written", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -306,9 +323,9 @@ def _run_eval(args, parser) -> int:
     except EvalInterrupted as exc:
         print(exc.message, file=sys.stderr)
         return EXIT_INTERRUPTED
-    except EvalSettingsError as exc:
-        parser.error(str(exc))
-    except (ResumeError, BenchmarkError) as exc:
+    except (EvalSettingsError, BenchmarkError) as exc:  # bad input, found before anything was written
+        parser.fail(str(exc))
+    except ResumeError as exc:
         print(f"dler eval: error: {exc}", file=sys.stderr)
         return 1
     if config.parallel_k:
@@ -328,7 +345,7 @@ def _run_report(args, parser) -> int:
     try:
         path = report(args.runs, baseline=args.baseline, output=args.output, plots=not args.no_plots)
     except ReportError as exc:
-        parser.error(str(exc))
+        parser.fail(str(exc))
     print(path.read_text())
     print(f"written: {path}", file=sys.stderr)
     return 0
@@ -338,7 +355,7 @@ def _run_solve_rate(args, parser) -> int:
     from dler.solve_rate import solve_rates
 
     if not Path(args.data).is_file():
-        parser.error(f"--data {args.data}: no such file")
+        parser.fail(f"--data {args.data}: no such file")
     try:
         solve_rates(
             args.model,
@@ -355,7 +372,7 @@ def _run_solve_rate(args, parser) -> int:
             **_prompt_settings(args),
         )
     except ValueError as exc:
-        parser.error(str(exc))
+        parser.fail(str(exc))
     return 0
 
 
@@ -365,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     sub = parser._subparsers._group_actions[0].choices[args.command]  # the subcommand's parser, for its errors
     if unknown:  # name the subcommand's usage, not the top-level one
-        sub.error(f"unrecognized arguments: {' '.join(unknown)}")
+        sub.unknown_flags(unknown)
     if args.command == "eval":
         return _run_eval(args, sub)
     if args.command == "solve-rate":

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,14 +125,18 @@ def open_tuned(path: Path, base: Checkpoint) -> Checkpoint:
 
 
 def resolve(path_or_id: str, what: str) -> Path:
-    """A local model folder, or a hub id downloaded (weights, config and tokenizer only)."""
-    path = Path(path_or_id)
+    """A local model folder, or a hub id downloaded (weights, config and tokenizer only; from the cache when
+    HF_HUB_OFFLINE=1). A missing folder, an unknown id or an unreachable hub fails here, in seconds."""
+    from dler.eval.model_id import model_problem
+
+    path = Path(path_or_id).expanduser()
     if path.is_dir():
         return path
     if path.exists():
         raise MergeError(f"--{what} {path_or_id} is a file; give a model folder or a hub id")
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or path_or_id.count("/") != 1:
-        raise MergeError(f"--{what} {path_or_id}: no such folder (and not a hub id that can be downloaded here)")
+    problem = model_problem(path_or_id, f"--{what}", adapters=True)
+    if problem:
+        raise MergeError(problem)
     from huggingface_hub import snapshot_download
 
     return Path(

@@ -559,6 +559,7 @@ def test_check_model_id_asks_the_hub_when_online(monkeypatch, caplog):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
     monkeypatch.setattr(P, "_HUB_MODELS_SEEN", set())
+    monkeypatch.setattr(P, "hub_reachable", lambda: True)  # the probe's answer; this test is about the hub's
     with pytest.raises(EvalSettingsError, match="the hub has no model owner/missing"):
         P.check_model_id("owner/missing")
     P.check_model_id("owner/gated")  # exists; loading needs a token

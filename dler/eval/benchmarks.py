@@ -275,6 +275,13 @@ def load_benchmark(
     else:
         from datasets import load_dataset
 
+        from dler.eval.model_id import hub_unreachable
+
+        if why := hub_unreachable():  # in seconds, not after the hub client's retries
+            raise BenchmarkError(
+                f"cannot load benchmark {benchmark.name!r} from the hub: {why}. Pass --data-dir with "
+                f"{benchmark.name}.jsonl, or set HF_HUB_OFFLINE=1 with {benchmark.hf_id} in the datasets cache"
+            )
         try:
             ds = load_dataset(benchmark.hf_id, benchmark.config, split=benchmark.split, revision=benchmark.revision)
         except Exception as exc:  # offline, unknown id or split, gated dataset: say which benchmark, and the way out
@@ -284,20 +291,16 @@ def load_benchmark(
             ) from exc
         rows = list(ds)
         where = f"{benchmark.hf_id} ({benchmark.split})"
-        source = {
-            "type": "hub",
-            "hf_id": benchmark.hf_id,
-            "config": benchmark.config,
-            "split": benchmark.split,
-            "revision": benchmark.revision,
-            "resolved_revision": _resolved_revision(benchmark),
-            "cached_revision": _cached_revision(ds),
-            "fingerprint": getattr(ds, "_fingerprint", None),
-        }
+        source = {"type": "hub", "hf_id": benchmark.hf_id, "config": benchmark.config, "split": benchmark.split,
+                  "revision": benchmark.revision, "resolved_revision": _resolved_revision(benchmark),
+                  "cached_revision": _cached_revision(ds), "fingerprint": getattr(ds, "_fingerprint", None)}  # fmt: skip
         # the commit the rows came from: the one in the cache path (what was read), else the hub's answer for the
         # requested revision, else a pinned sha
         pinned = benchmark.revision if benchmark.revision and _SHA.fullmatch(benchmark.revision) else None
         source["dataset_revision"] = source["cached_revision"] or source["resolved_revision"] or pinned
+    if not rows:  # a local file names its fields (a hub split that is empty is the registry's to fix)
+        fix = f": give one JSON object per line with {benchmark.problem_field!r} and {benchmark.answer_field!r}"
+        raise BenchmarkError(f"{where} holds no problems{fix if data_dir is not None else ''}")
     problems = []
     for i, row in enumerate(rows):
         answer = _field(row, benchmark, "answer", where, i)

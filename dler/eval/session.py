@@ -185,6 +185,12 @@ class Session:
         lengths, the CPU fallback) before anything is written; `sequences`: how many decode together."""
         self.counter.total = sum(len(g.loaded.problems) for g in generations)
         self.counter.done = sum(len(g.loaded.problems) - len(g.missing) for g in generations)
+        if self.counter.done:  # a rerun: say what it picks up
+            logger.info(
+                "resuming: %d of %d problems done in %s%s", self.counter.done, self.counter.total,
+                self.config.output_dir, "; recomputing the results only" if self.counter.done == self.counter.total
+                else "",
+            )  # fmt: skip
         need = {g.name: g.loaded for g in generations if g.missing}
         if need:
             samples = sum(g.n * len(g.missing) for g in generations)
