@@ -21,6 +21,8 @@ from trl import ModelConfig, TrlParser
 from dler.config import DLERConfig
 from dler.presets import OBJECTIVE, OPTIMIZER_RECIPES, PRESETS, resolve_preset
 from dler.prompts import prompt_settings
+from dler.recipe_cli import RecipeParser, UsageError, command_line_keys, yaml_config
+from dler.run_console import quiet_known_warnings
 from dler.runs import leave_process_group
 from dler.training import train, training_prompt
 
@@ -179,43 +181,6 @@ def batch_layout(
     }
 
 
-def _command_line_keys(argv: list[str]) -> set[str]:
-    return {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
-
-
-def _yaml_config(argv: list[str]) -> dict:
-    """The settings of the YAML `--config` file, if any (its `env` block aside, which TRL's parser applies)."""
-    if "--config" not in argv:
-        return {}
-    import yaml
-
-    with open(argv[argv.index("--config") + 1]) as f:
-        return {k: v for k, v in (yaml.safe_load(f) or {}).items() if k != "env"}
-
-
-class UsageError(ValueError):
-    """A command line the parser cannot read: printed as one line, without argparse's whole usage text."""
-
-
-class RecipeParser(TrlParser):
-    """TRL's parser with one-line errors and DLER's own settings listed first in `--help`."""
-
-    def error(self, message):
-        raise UsageError(f"{message} (`--help` lists the settings)")
-
-    def format_help(self):
-        own = set(ScriptArguments.__dataclass_fields__) | set(DLERConfig.__dict__["__annotations__"])
-        group = self.add_argument_group("dler: the recipe's data and batch, and DLER's settings (TRL's follow)")
-        for other in self._action_groups:
-            if other is not group:
-                moved = [a for a in other._group_actions if a.dest in own]
-                other._group_actions[:] = [a for a in other._group_actions if a.dest not in own]
-                group._group_actions.extend(moved)
-        self._action_groups.remove(group)
-        self._action_groups.insert(1, group)  # after the positionals, before every other option
-        return super().format_help()
-
-
 def import_penalty_modules(argv: list[str]) -> list[str]:
     """Import the modules named by `--penalty_module` (command line or YAML) before any config is built, so their
     `@register_penalty` classes can be chosen with `--penalty`. The working directory is importable."""
@@ -225,7 +190,7 @@ def import_penalty_modules(argv: list[str]) -> list[str]:
             names += argv[i + 1].split(",")
         elif arg.startswith(("--penalty_module=", "--penalty-module=")):
             names += arg.split("=", 1)[1].split(",")
-    value = _yaml_config(argv).get("penalty_module") or []
+    value = yaml_config(argv).get("penalty_module") or []
     names += value.split(",") if isinstance(value, str) else list(value)
     if names and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -245,10 +210,11 @@ def _raw_settings(parser: TrlParser, argv: list[str]):
     the batch layout and the preset are derived from, before any check of the final values runs."""
     argv = list(argv)
     if "--config" in argv:
-        parser.set_defaults(**_yaml_config(argv))
+        parser.set_defaults(**yaml_config(argv))
         i = argv.index("--config")
         del argv[i : i + 2]
-    namespace, _ = parser.parse_known_args(argv)
+    namespace, remaining = parser.parse_known_args(argv)
+    parser.check_unknown(remaining, {}, None)  # a misspelled flag: one line with the closest setting
     return namespace
 
 
@@ -260,13 +226,16 @@ def parse(defaults: dict, argv: list[str] | None = None):
     if any(a in ("--dry-run", "--dry_run") for a in argv):
         argv += ["--use_cpu", "true"]  # a plan, printed anywhere: skip the GPU checks of bf16 and friends
     import_penalty_modules(argv)
-    parser = RecipeParser((ScriptArguments, DLERConfig, ModelConfig))
+    own = set(ScriptArguments.__dataclass_fields__) | set(DLERConfig.__dict__["__annotations__"])
+    parser = RecipeParser((ScriptArguments, DLERConfig, ModelConfig), own=own)
     fields = {f for dc in parser.dataclass_types for f in dc.__dataclass_fields__}
+    if "--config" in argv:  # an unknown YAML key: one line naming the file, the key and the closest setting
+        parser.check_unknown([], yaml_config(argv), argv[argv.index("--config") + 1])
     unknown = sorted(set(defaults) - fields)
     if unknown:
         raise ValueError(f"recipe defaults name unknown fields {unknown}")
     parser.set_defaults(**defaults)
-    given = sorted(DERIVED_LAYOUT & (_command_line_keys(argv) | set(_yaml_config(argv))))
+    given = sorted(DERIVED_LAYOUT & (command_line_keys(argv) | set(yaml_config(argv))))
     if given:
         raise UsageError(
             f"{given[0]}: a recipe derives the batch layout from prompts_per_generation, prompts_per_update, "
@@ -315,7 +284,7 @@ def parse(defaults: dict, argv: list[str] | None = None):
         "generation_steps": training_args.max_steps / updates,
     }
 
-    command_line, yaml_keys = _command_line_keys(argv), set(_yaml_config(argv))
+    command_line, yaml_keys = command_line_keys(argv), set(yaml_config(argv))
     filled = OPTIMIZER_RECIPES[training_args.optimizer_recipe]
     own_defaults = DLERConfig.__dict__["__annotations__"]  # fields DLERConfig declares or re-declares
 
@@ -367,26 +336,30 @@ def load_recipe(path: str | os.PathLike):
     return module
 
 
-def run(defaults: dict, argv: list[str] | None = None, callbacks=None):
-    """Parse, then print the plan (`--dry-run`) or train (returns the trainer; None if the run had finished)."""
+def run(defaults: dict, argv: list[str] | None = None, callbacks=None, prepare=None):
+    """Parse, then print the plan (`--dry-run`) or train (returns the trainer; None if the run had finished).
+    `prepare()`, if given, builds what the recipe's defaults name (the tiny model): only for a run that trains."""
+    quiet_known_warnings()
     script_args, training_args, model_args, layout, sources = parse(defaults, argv)
     if script_args.dry_run:
         print(json.dumps(describe(script_args, training_args, model_args, layout, sources), indent=2, default=str))
         return None
+    if prepare is not None:
+        prepare()
     try:
         return train(script_args, training_args, model_args, callbacks)
     finally:
         leave_process_group()
 
 
-def main(defaults: dict, argv: list[str] | None = None) -> None:
+def main(defaults: dict, argv: list[str] | None = None, prepare=None) -> None:
     """A recipe's `__main__`: `run`, with a configuration, data or command-line error printed as one message and a
     non-zero exit; `--traceback` (or DLER_DEBUG=1) shows the whole traceback instead."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--traceback" in argv or os.environ.get("DLER_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--traceback"]
     try:
-        run(defaults, argv)
+        run(defaults, argv, prepare=prepare)
     except (ValueError, TypeError, OSError, RuntimeError) as error:
         if debug:
             raise

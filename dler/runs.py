@@ -10,11 +10,13 @@ whether the run finished, so running a finished run again trains nothing.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import re
+import shutil
 import sys
 
 logger = logging.getLogger(__name__)
@@ -105,14 +107,29 @@ def read_run(output_dir: str) -> dict | None:
 
 class RunLock:
     """An exclusive lock on `output_dir`, held while a run uses it and released by the OS if the process dies, so a
-    requeued job never meets a stale lock. Raises naming the holder when another process has it."""
+    requeued job never meets a stale lock. Raises naming the holder when another process has it.
+
+    A run that fails before it calls `keep()` (bad data, a model that does not load) leaves nothing behind: the
+    folders the lock created are removed, or in a folder that was there before, the lock file it created."""
 
     def __init__(self, output_dir: str):
         self.path = os.path.join(output_dir, LOCK_FILE)
         self._file = None
+        self._kept = False
+        self._created_dir = self._created_file = None
+
+    def keep(self) -> None:
+        """From now on, what is in `output_dir` is the run's: kept even if the run fails."""
+        self._kept = True
 
     def __enter__(self) -> RunLock:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        folder = os.path.abspath(os.path.dirname(self.path))
+        top = folder  # the outermost folder this lock creates, if any
+        while not os.path.exists(os.path.dirname(top)) and os.path.dirname(top) != top:
+            top = os.path.dirname(top)
+        self._created_dir = None if os.path.exists(folder) else top
+        self._created_file = None if os.path.exists(self.path) else self.path
+        os.makedirs(folder, exist_ok=True)
         self._file = open(self.path, "a+")  # noqa: SIM115 - held for the run's lifetime
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -130,11 +147,21 @@ class RunLock:
         self._file.flush()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is not None and not self._kept and self._file is not None:
+            self._discard()
         if self._file is not None:
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
             self._file = None
+
+    def _discard(self) -> None:
+        """Remove what this lock created (while still holding it, so no other run is using the folder)."""
+        if self._created_dir is not None:
+            shutil.rmtree(self._created_dir, ignore_errors=True)
+        elif self._created_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self._created_file)
 
 
 def leave_process_group() -> None:

@@ -8,15 +8,12 @@ row of the input back with a `solve_rate` column.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 from dler.eval.benchmarks import Benchmark, read_jsonl, register_benchmark
 from dler.eval.run import evaluate
 from dler.eval.settings import EvalConfig
 from dler.eval.store import GENERATIONS_DIR, GenerationStore
-
-logger = logging.getLogger(__name__)
 
 BENCHMARK = "solve_rate"
 
@@ -78,12 +75,9 @@ def solve_rates(
         for row in out:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     rates = [r[column] for r in out]
-    logger.warning(
-        "solve rates of %d problems: %d never solved, %d sometimes (0 < p < 1), %d always; written to %s",
-        len(rates),
-        sum(p == 0 for p in rates),
-        sum(0 < p < 1 for p in rates),
-        sum(p == 1 for p in rates),
-        output,
+    print(  # the command's result, not a warning
+        f"solve rates of {len(rates)} problems: {sum(p == 0 for p in rates)} never solved, "
+        f"{sum(0 < p < 1 for p in rates)} sometimes (0 < p < 1), {sum(p == 1 for p in rates)} always; "
+        f"written to {output}"
     )
     return out

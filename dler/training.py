@@ -148,15 +148,24 @@ def train(script_args, training_args, model_args, callbacks=None):
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"output_dir {output_dir} is a file; give a folder (it is created if missing)")
     check_report_to(training_args.report_to)
+    check_model_name(model_args.model_name_or_path)
     is_main = int(os.environ.get("RANK", "0")) == 0
-    with RunLock(output_dir) if is_main else contextlib.nullcontext():
-        return _train_in(output_dir, is_main, script_args, training_args, model_args, callbacks)
+    with RunLock(output_dir) if is_main else contextlib.nullcontext() as lock:  # failing before training: removed
+        return _train_in(output_dir, is_main, script_args, training_args, model_args, callbacks, lock)
 
 
-def _train_in(output_dir, is_main, script_args, training_args, model_args, callbacks):
+def check_model_name(model: str | None) -> None:
+    """`--model_name_or_path` names a model folder or a hub id that exists (`dler eval --model`'s check: "did you
+    mean", the offline switch when the hub cannot be reached), before `output_dir` is taken or any data loads."""
+    from dler.eval.model_id import model_problem
+
+    problem = model_problem(model or "", "--model_name_or_path", adapters=True)
+    if problem:
+        raise ValueError(problem)
+
+
+def _train_in(output_dir, is_main, script_args, training_args, model_args, callbacks, lock=None):
     """`train` once `output_dir` is this run's."""
-    from transformers.trainer_callback import ProgressCallback
-
     from dler.data import check_usable_rows, load_rows, math_prompts
     from dler.rewards import MathReward
     from dler.trainer import DLERTrainer
@@ -252,11 +261,9 @@ def _train_in(output_dir, is_main, script_args, training_args, model_args, callb
         eval_dataset=eval_dataset,
         peft_config=get_peft_config(model_args),
     )
-    for callback in [MetricsLog(), PromptIntoCheckpoints(prompt), *(callbacks or [])]:
-        if isinstance(callback, ProgressCallback):
-            use_progress_bar(trainer, callback)  # the caller's bar replaces the default one
-        else:
-            trainer.add_callback(callback)
+    _add_callbacks(trainer, prompt, callbacks)
+    if lock is not None:
+        lock.keep()  # training starts: from here on what is in output_dir is the run's, kept even if it fails
     if is_main:
         write_json_atomically(os.path.join(output_dir, RUN_FILE), {"settings": settings, "finished": False})
         write_prompt_file(output_dir, prompt)  # the final model is saved here: `dler eval` evaluates as trained
@@ -274,6 +281,21 @@ def _train_in(output_dir, is_main, script_args, training_args, model_args, callb
             {"settings": settings, "finished": True, "step": trainer.state.global_step},
         )
     return trainer
+
+
+def _add_callbacks(trainer, prompt: PromptFormat, callbacks) -> None:
+    """The run's callbacks: metrics.jsonl, the prompt into checkpoints, one short console line per logging step
+    (the caller's `ProgressCallback`, if any, replaces the bar), then the caller's."""
+    from transformers.trainer_callback import ProgressCallback
+
+    from dler.run_console import short_console
+
+    short_console(trainer)
+    for callback in [MetricsLog(), PromptIntoCheckpoints(prompt), *(callbacks or [])]:
+        if isinstance(callback, ProgressCallback):
+            use_progress_bar(trainer, callback)  # the caller's bar replaces the default one
+        else:
+            trainer.add_callback(callback)
 
 
 class PromptIntoCheckpoints(TrainerCallback):

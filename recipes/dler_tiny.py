@@ -15,5 +15,4 @@ from dler.demo.tiny import DEFAULTS, prepare  # prepare() is also called by pena
 from dler.recipe import main
 
 if __name__ == "__main__":
-    prepare()
-    main(DEFAULTS)
+    main(DEFAULTS, prepare=prepare)  # builds runs/tiny/ only for a run that trains (not --help, not --dry-run)

@@ -179,7 +179,7 @@ def test_help_lists_dlers_own_settings_before_trls(capsys):
     from dler.recipe import main
 
     with pytest.raises(SystemExit):
-        main({}, ["--help"])
+        main({}, ["--help-all"])  # `--help` lists dler's only (tests/test_first_hour_cli.py)
     text = capsys.readouterr().out
     listed = text[text.index("\n\n") :]  # past the usage line
     assert listed.index("dler: the recipe's data") < listed.index("\n  --truncation_length")
