@@ -29,6 +29,7 @@ from dler.merge_files import (
     AdapterCheckpoint,
     Checkpoint,
     MergeError,
+    copy_model_files,
     open_tuned,
     resolve,
     write_safetensors,
@@ -235,12 +236,10 @@ def merge_checkpoints(
 
     for file, names in tuned_ckpt.shards().items():
         write_safetensors(output / file, names, base_ckpt.meta, produce)
-    # config, generation config, tokenizer, chat template and index: the tuned model's (an adapter's base's first)
+    # config, generation config, tokenizer, chat template, prompt and index: the tuned model's (an adapter's base's
+    # first); never the tuned run's bookkeeping
     sources = [base_ckpt.path, tuned_ckpt.path] if isinstance(tuned_ckpt, AdapterCheckpoint) else [tuned_ckpt.path]
-    for folder in sources:
-        for item in folder.iterdir():
-            if item.is_file() and not item.name.endswith(".safetensors") and not item.name.startswith("adapter_"):
-                shutil.copy2(item, output / item.name)
+    copy_model_files(sources, output)
     report = _report(kept, sizes, threshold, top_fraction, scale, selection, base, tuned)
     (output / REPORT).write_text(json.dumps(report, indent=2))
     return report

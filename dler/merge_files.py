@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +14,38 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from dler.prompts import PROMPT_FILE
+
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+# What a model folder holds besides its weights: config, generation config, tokenizer files, chat template, the
+# prompt it was trained with (`dler_prompt.json`, so that `dler eval` poses problems as in training), model card,
+# license and remote code. A training run's bookkeeping (dler.lock, dler_run.json, metrics.jsonl, trainer_state.json,
+# training_args.bin, plots, checkpoint-N/) is not the merged model's and is never copied.
+MODEL_FILES = {
+    INDEX,
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "chat_template.jinja",
+    "chat_template.json",
+    PROMPT_FILE,
+    "README.md",
+}
+MODEL_FILE_PATTERNS = ("*.tiktoken", "LICENSE*", "NOTICE*", "configuration_*.py", "modeling_*.py", "tokenization_*.py")
+MODEL_FOLDERS = {"additional_chat_templates"}  # transformers' named chat templates
 
 
 class MergeError(ValueError):
@@ -161,3 +191,25 @@ def write_safetensors(path: Path, names: list[str], meta: dict[str, tuple], prod
         for name in names:
             tensor = produce(name).contiguous()
             f.write(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def model_files(folder: Path) -> list[Path]:
+    """The files and folders of `folder` that a model folder needs besides its weights (MODEL_FILES): what a merge
+    copies from the tuned model, so that a training run's bookkeeping never passes for the merged model's."""
+    return sorted(
+        item
+        for item in folder.iterdir()
+        if (item.is_dir() and item.name in MODEL_FOLDERS)
+        or (item.is_file() and (item.name in MODEL_FILES or any(item.match(p) for p in MODEL_FILE_PATTERNS)))
+    )
+
+
+def copy_model_files(sources: list[Path], output: Path) -> None:
+    """The model files of each source folder into `output`, in order (a later source's file replaces an earlier
+    one's)."""
+    for folder in sources:
+        for item in model_files(folder):
+            if item.is_dir():
+                shutil.copytree(item, output / item.name, dirs_exist_ok=True)
+            else:
+                shutil.copy2(item, output / item.name)

@@ -2,12 +2,13 @@
 LoRA adapters, and each bad input refused before anything is written."""
 
 import json
+import os
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from dler.merge import CHUNK, MergeError, global_cut, merge_checkpoints, merge_state_dicts
+from dler.merge import CHUNK, REPORT, MergeError, global_cut, merge_checkpoints, merge_state_dicts
 from dler.merge_files import Checkpoint
 
 
@@ -216,3 +217,40 @@ def test_dler_merge_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--output", str(tmp_path / "one")])
     assert exit_info.value.code == 2 and "pass --overwrite" in capsys.readouterr().err
+
+
+RUN_FILES = ["dler.lock", "dler_run.json", "metrics.jsonl", "trainer_state.json", "training_args.bin", "training.png"]
+MODEL_FILES = [
+    "dler_prompt.json",
+    "generation_config.json",
+    "chat_template.jinja",
+    "README.md",
+    "special_tokens_map.json",
+]
+
+
+def test_dler_merge_copies_the_model_files_and_none_of_the_runs_bookkeeping(tmp_path):
+    """`dler merge` as a user types it, on two folders that are also training runs: the merged folder is a model
+    (config, tokenizer, generation config, chat template, the trained prompt, the card), never a run."""
+    import subprocess
+    import sys
+
+    base, tuned = models()
+    b, t = save_sharded(base, tmp_path / "base"), save_sharded(tuned, tmp_path / "tuned")
+    for folder in (b, t):
+        for name in RUN_FILES + MODEL_FILES:
+            (folder / name).write_text(f"{folder.name} {name}")
+        (folder / "checkpoint-5").mkdir()
+        (folder / "checkpoint-5" / "config.json").write_text("{}")
+    out = tmp_path / "merged"
+    command = [sys.executable, "-m", "dler", "merge", "--base", str(b), "--tuned", str(t), "--output", str(out)]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
+    assert done.returncode == 0, done.stderr
+    files = sorted(p.name for p in out.iterdir())
+    shards = sorted(p.name for p in t.glob("*.safetensors"))
+    assert files == sorted(
+        [*shards, *MODEL_FILES, "config.json", "tokenizer_config.json", "model.safetensors.index.json", REPORT]
+    )
+    assert all((out / name).read_text() == f"tuned {name}" for name in MODEL_FILES)  # the tuned model's, as trained
