@@ -129,3 +129,32 @@ def test_same_seed_same_report(short_run, tmp_path):
 def test_the_callers_logging_and_threads_are_given_back(short_run):
     before, after = short_run[2]
     assert after == before
+
+
+def test_the_demo_gives_one_duration_its_wall_time(capsys):
+    """On given timings: each stage ends with the time since the start, the stages (library loading and the report
+    included) add up to the total, and the last line is that total, written as the README writes it."""
+    from dler.demo.console import Clock, format_duration
+
+    assert [format_duration(s) for s in (0.4, 42, 59.6, 60, 222.0, 3725)] == [
+        "0 s", "42 s", "1 min 00 s", "1 min 00 s", "3 min 42 s", "62 min 05 s"
+    ]  # fmt: skip
+    ticks = iter([100.0, 105.0, 106.2, 230.0, 250.4, 300.0, 321.3, 322.0])  # start, then each stage's end
+    clock = Clock(now=lambda: next(ticks))
+    clock.end("libraries", quiet=True)
+    for name in ("setup", "sft", "eval_before", "dler", "eval_after"):
+        clock.begin(f"[{name}]")
+        clock.end(name)
+    clock.end("report", quiet=True)
+    printed = capsys.readouterr().out
+    assert [line for line in printed.splitlines() if "done at" in line] == [
+        "   (done at 6 s)", "   (done at 2 min 10 s)", "   (done at 2 min 30 s)", "   (done at 3 min 20 s)",
+        "   (done at 3 min 41 s)",
+    ]  # fmt: skip
+    elapsed = clock.elapsed()
+    assert elapsed == {
+        "libraries": 5.0, "setup": 1.2, "sft": 123.8, "eval_before": 20.4, "dler": 49.6, "eval_after": 21.3,
+        "report": 0.7, "total": 222.0,
+    }  # fmt: skip
+    assert sum(v for k, v in elapsed.items() if k != "total") == pytest.approx(elapsed["total"])
+    assert clock.summary() == "Demo wall time: 3 min 42 s (library loading included; install not)"
