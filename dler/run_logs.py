@@ -4,7 +4,8 @@ final `trainer_state.json`.
 - `check_report_to(report_to)`: every integration named in `report_to` must be installed, or the run stops before the
   model loads, saying what to install (`pip install "dler[tensorboard]"` for TensorBoard).
 - `MetricsLog`: a callback that appends each logged dict, as `{"step": global_step, **logs}`, to
-  `<output_dir>/metrics.jsonl` on the main process; a resumed run appends to the same file.
+  `<output_dir>/metrics.jsonl` on the main process; a resumed run first drops the lines the lost run wrote after the
+  checkpoint, then appends a `{"event": "resume", ...}` line and its own steps to the same file.
 - `finish_run(trainer)`: writes `trainer_state.json` (with the whole `log_history`) into `output_dir` once training
   ends; the Trainer itself only writes it inside checkpoints.
 - `use_progress_bar(trainer, callback)`: swaps the Trainer's default progress bar (or log printer) for `callback`.
@@ -104,16 +105,56 @@ def _jsonable(value):
     return str(value)
 
 
+def resumed_lines(lines: list[str], from_step: int) -> tuple[list[str], int]:
+    """The lines of a metrics file a run resumed at `from_step` keeps, and how many it drops: those of steps after
+    `from_step` (the lost run wrote them; the resumed run writes those steps again), earlier resume markers at or
+    after `from_step` (their runs were lost too), and lines cut short by a kill."""
+    kept = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(entry, dict):
+            continue
+        position = entry.get("from_step") if entry.get("event") == "resume" else entry.get("step")
+        is_marker = entry.get("event") == "resume"
+        if isinstance(position, int) and (position < from_step if is_marker else position <= from_step):
+            kept.append(line)
+    return kept, len(lines) - len(kept)
+
+
 class MetricsLog(TrainerCallback):
     """Append every `on_log` dict to `<output_dir>/metrics.jsonl` (or `path`), one JSON object a line:
-    `{"step": state.global_step, **logs}`, written and flushed by the main process only. The file is never truncated:
-    a resumed run appends, and `step` tells the lines apart. Values strict JSON cannot hold become strings."""
+    `{"step": state.global_step, **logs}`, written and flushed by the main process only. A resumed run (training
+    begins at a step > 0) keeps the lines up to its checkpoint's step, drops those the lost run wrote after it, and
+    appends `{"event": "resume", "from_step": N, "checkpoint": ..., "dropped_lines": k}`: each step appears once, from
+    the run the final model continues. Values strict JSON cannot hold become strings.
 
-    def __init__(self, path: str | os.PathLike | None = None):
+    `checkpoint`: the folder the run resumes from, named in the marker (None: not known)."""
+
+    def __init__(self, path: str | os.PathLike | None = None, checkpoint: str | None = None):
         self.path = path
+        self.checkpoint = checkpoint
 
     def file(self, args) -> str:
         return os.fspath(self.path) if self.path is not None else os.path.join(args.output_dir, METRICS_FILE)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero or not state.global_step:
+            return
+        path = self.file(args)
+        lines = []
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        kept, dropped = resumed_lines(lines, state.global_step)
+        marker = {"event": "resume", "from_step": state.global_step, "checkpoint": self.checkpoint}
+        kept.append(json.dumps({**marker, "dropped_lines": dropped}))
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in kept))
+        os.replace(path + ".tmp", path)  # a kill while rewriting leaves the old file whole
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:

@@ -312,3 +312,25 @@ class DLERTrainer(KLEstimatorLoss, DynamicSampling, RewardScoring, GRPOTrainer):
             self.load_rank_state_dict(torch.load(rank_path, weights_only=True))
         else:
             logger.warning("Checkpoint %s has no %s: the penalty's state starts fresh.", checkpoint, rank_path)
+
+    def _issue_warnings_after_load(self, load_result):
+        """transformers' missing-keys warning, less the keys of tied weights (a checkpoint of a model with
+        `tie_word_embeddings` holds `lm_head.weight` only as the embeddings): a real missing key still warns."""
+        tied = tied_missing_keys(self.model, load_result.missing_keys)
+        super()._issue_warnings_after_load(
+            load_result._replace(missing_keys=[k for k in load_result.missing_keys if k not in tied])
+        )
+
+
+def tied_missing_keys(model, missing_keys) -> set[str]:
+    """The keys in `missing_keys` whose parameter is the very tensor of a parameter that was loaded (tied weights):
+    loading that one loaded them. A "module." prefix (a wrapped model's keys) is ignored."""
+    names_of = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names_of.setdefault(id(param), []).append(name)
+    missing = {key.removeprefix("module.") for key in missing_keys}
+    tied = set()
+    for names in names_of.values():
+        if len(names) > 1 and any(name not in missing for name in names):
+            tied.update(name for name in names if name in missing)
+    return {key for key in missing_keys if key.removeprefix("module.") in tied}

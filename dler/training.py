@@ -261,7 +261,7 @@ def _train_in(output_dir, is_main, script_args, training_args, model_args, callb
         eval_dataset=eval_dataset,
         peft_config=get_peft_config(model_args),
     )
-    _add_callbacks(trainer, prompt, callbacks)
+    _add_callbacks(trainer, prompt, callbacks, checkpoint)
     if lock is not None:
         lock.keep()  # training starts: from here on what is in output_dir is the run's, kept even if it fails
     if is_main:
@@ -283,15 +283,16 @@ def _train_in(output_dir, is_main, script_args, training_args, model_args, callb
     return trainer
 
 
-def _add_callbacks(trainer, prompt: PromptFormat, callbacks) -> None:
-    """The run's callbacks: metrics.jsonl, the prompt into checkpoints, one short console line per logging step
-    (the caller's `ProgressCallback`, if any, replaces the bar), then the caller's."""
+def _add_callbacks(trainer, prompt: PromptFormat, callbacks, checkpoint: str | None = None) -> None:
+    """The run's callbacks: metrics.jsonl (its resume marker names `checkpoint`), the prompt into checkpoints, one
+    short console line per logging step (the caller's `ProgressCallback`, if any, replaces the bar), then the
+    caller's."""
     from transformers.trainer_callback import ProgressCallback
 
     from dler.run_console import short_console
 
     short_console(trainer)
-    for callback in [MetricsLog(), PromptIntoCheckpoints(prompt), *(callbacks or [])]:
+    for callback in [MetricsLog(checkpoint=checkpoint), PromptIntoCheckpoints(prompt), *(callbacks or [])]:
         if isinstance(callback, ProgressCallback):
             use_progress_bar(trainer, callback)  # the caller's bar replaces the default one
         else:
