@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import pytest
@@ -119,10 +120,13 @@ def test_crashed_worker_is_replaced_without_deadlock(pool):
 def test_worker_killed_while_idle_loses_nothing(pool):
     pool.start(wait_ready=True)  # idle, not still starting (the test before replaced a worker)
     victim = pool.pids[0]
+    sentinel = pool._workers[0].proc.sentinel
     os.kill(victim, signal.SIGKILL)
     assert wait_gone([victim]) == []
+    # gone from /proc as soon as its main thread is a zombie; dead for the pool once every thread is (the sentinel)
+    assert wait([sentinel], timeout=5.0) == [sentinel]
     results = pool.run("grade", [(str(i), str(i)) for i in range(8)])
-    assert [st for _, st, _ in results] == ["correct"] * 8  # requeued on the other worker, none lost
+    assert [st for _, st, _ in results] == ["correct"] * 8, (results, victim, pool.pids, dict(pool.stats))  # requeued
     assert victim not in pool.pids
 
 

@@ -291,13 +291,14 @@ class GradingPool:
             return call.results
 
     def _dispatch(self, call: _Call) -> None:
-        """Hand a chunk of the queue to every idle worker."""
+        """Hand a chunk of the queue to every idle worker; replace an idle one that died (OOM killer, ...), seen by
+        its sentinel too: `is_alive()` stays True when another part of the process reaped its exit status."""
         for w in list(self._workers):
             if not call.pending:
                 break
             if not w.ready or w.chunk:
                 continue
-            if not w.proc.is_alive():  # died while idle (OOM killer, ...): nothing of ours was lost
+            if not w.proc.is_alive() or wait([w.proc.sentinel], 0):  # nothing of ours was lost
                 self.stats["died"] += 1
                 self._replace(w, kill=False)
                 continue
