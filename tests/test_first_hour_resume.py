@@ -7,29 +7,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from helpers import addition_dataset, always_correct, recipe_args, tiny_config
 from safetensors.torch import load_file, save_file
-from transformers import TrainerControl, TrainerState
+from test_run_logs import fake_run, read_lines  # MetricsLog's fakes, written once
 
 from dler.run_logs import METRICS_FILE, MetricsLog, resumed_lines
 from dler.trainer import tied_missing_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "recipes" / "dler_tiny.py")
-
-
-def fake_run(output_dir, step, main=True):
-    state = TrainerState()
-    state.global_step = step
-    state.is_world_process_zero = main
-    return SimpleNamespace(output_dir=str(output_dir)), state, TrainerControl()
-
-
-def read_lines(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
 # ---------------------------------------------------------------- metrics.jsonl
