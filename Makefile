@@ -10,8 +10,11 @@ export TOKENIZERS_PARALLELISM := false
 RECIPE    ?= recipes/dler_tiny.py
 CONFIG    ?= zero2
 NPROC     ?=
-PENALTIES ?= truncation,cosine,kimi,laser,efficient,shorterbetter
+PENALTIES ?=
 GRID_DIR  ?= runs/penalty_grid
+ABLATIONS ?=
+ABLATION_DIR ?= runs/ablations
+EXP_ARGS  ?=
 ARGS      ?=
 MODEL      ?= deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B
 EVAL_DIR   ?= runs/eval/$(notdir $(MODEL))
@@ -21,7 +24,7 @@ RUNS       ?= $(EVAL_DIR)
 BASELINE   ?=
 REPORT_DIR ?= runs/eval/report
 
-.PHONY: help install test test-fast demo lint bench penalty-grid train eval table reproduce-dler-1p5b reproduce-dler-7b merge-sweep
+.PHONY: help install test test-fast demo lint bench penalty-grid ablations train eval table reproduce-dler-1p5b reproduce-dler-7b merge-sweep
 
 # Tests and the demo run offline; these reach the hub for models and datasets.
 train eval reproduce-dler-1p5b reproduce-dler-7b merge-sweep: export HF_HUB_OFFLINE := 0
@@ -67,8 +70,15 @@ reproduce-dler-1p5b reproduce-dler-7b: $(STAMP) ## train DLER-R1, evaluate it an
 	$(MAKE) eval MODEL=$(BASE) EVAL_DIR=runs/eval/r1-$(SIZE)
 	$(MAKE) table RUNS=runs/eval/dler-r1-$(SIZE) BASELINE=runs/eval/r1-$(SIZE) REPORT_DIR=runs/eval/report-$(SIZE)
 
-penalty-grid: $(STAMP) ## the paper's Fig. 8 grid: PENALTIES x {grpo, dler} with RECIPE; extra settings in ARGS="..."
-	$(PY) recipes/penalty_grid.py --recipe $(RECIPE) --penalties $(PENALTIES) --output_dir $(GRID_DIR) -- $(ARGS)
+penalty-grid: $(STAMP) ## Fig. 8: every penalty x {grpo, dler} with RECIPE, trained, evaluated, report in GRID_DIR/report
+	$(PY) recipes/penalty_grid.py --recipe $(RECIPE) --output_dir $(GRID_DIR) $(if $(PENALTIES),--penalties $(PENALTIES)) --phase train $(EXP_ARGS) -- $(ARGS)
+	$(PY) recipes/penalty_grid.py --recipe $(RECIPE) --output_dir $(GRID_DIR) $(if $(PENALTIES),--penalties $(PENALTIES)) --phase eval $(EXP_ARGS) -- $(ARGS)
+	$(VENV)/bin/dler report $(GRID_DIR) > /dev/null
+
+ablations: $(STAMP) ## DLER minus one component at a time with RECIPE, trained, evaluated, report in ABLATION_DIR/report
+	$(PY) recipes/ablations.py --recipe $(RECIPE) --output_dir $(ABLATION_DIR) $(if $(ABLATIONS),--ablations $(ABLATIONS)) --phase train $(EXP_ARGS) -- $(ARGS)
+	$(PY) recipes/ablations.py --recipe $(RECIPE) --output_dir $(ABLATION_DIR) $(if $(ABLATIONS),--ablations $(ABLATIONS)) --phase eval $(EXP_ARGS) -- $(ARGS)
+	$(VENV)/bin/dler report $(ABLATION_DIR) > /dev/null
 
 BASE_MODEL  ?= $(MODEL)
 TUNED_MODEL ?= runs/dler-r1-1p5b
@@ -117,3 +127,4 @@ bench: $(STAMP) ## benchmarks: print ratios against baselines measured in the sa
 	$(PY) benchmarks/scoring.py
 	$(PY) benchmarks/loss_aggregation.py
 	$(PY) benchmarks/merge.py
+	$(PY) benchmarks/cpu_contention.py
