@@ -88,10 +88,25 @@ def eval_parser(sub) -> argparse.ArgumentParser:
                    help="test-time scaling mode (the DLER paper's Table 5): for each K, one request for K samples per "
                         "question, questions one at a time, timed; writes scaling.json (Pass@K against latency) "
                         "instead of results.json, e.g. --parallel-k 1,2,4,8,16,32,64,128,256")  # fmt: skip
+    p.add_argument("--checkpoints", type=_checkpoint_steps, default=None, metavar="all|N,N,...",
+                   help="--model is a training run's output_dir: evaluate each of its checkpoint-N folders (all, or "
+                        "these steps) and its final model, oldest first, each into --output-dir/step-N/ with the same "
+                        "settings and its own dler_prompt.json; reruns skip finished checkpoints; `dler report "
+                        "--output-dir` draws accuracy and length against step (docs/curves.md)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--list-benchmarks", action="store_true", help="print the registry and exit")
     _add_prompt_flags(p)
     return p
+
+
+def _checkpoint_steps(text: str) -> list[int] | str:
+    """`--checkpoints`: "all", or the training steps to evaluate."""
+    from dler.eval.checkpoints import parse_selection
+
+    try:
+        return parse_selection(text) or "all"
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def solve_rate_parser(sub) -> argparse.ArgumentParser:
@@ -170,6 +185,8 @@ def run_eval(args, parser) -> int:
         seed_per_request=args.seed_per_request,
         reproducible=args.reproducible,
     )
+    if args.checkpoints is not None:
+        return _run_checkpoints(config, None if args.checkpoints == "all" else args.checkpoints, parser)
     try:
         config = config.validate()
     except (BenchmarkError, ValueError) as exc:
@@ -197,6 +214,33 @@ def run_eval(args, parser) -> int:
     for run_dir, r in results.items():
         print(f"{run_dir}:")
         print(format_summary(r))
+    return 0
+
+
+def _run_checkpoints(config, steps: list[int] | None, parser) -> int:
+    """`dler eval --checkpoints`: every check first (each checkpoint's settings), then each checkpoint in turn."""
+    from dler.eval.benchmarks import BenchmarkError
+    from dler.eval.checkpoints import evaluate_checkpoints
+    from dler.eval.errors import EvalInterrupted, EvalSettingsError, ResumeError
+    from dler.eval.run import format_summary
+
+    try:
+        results = evaluate_checkpoints(config, steps)  # every checkpoint checked before anything is written
+    except EvalInterrupted as exc:
+        print(exc.message, file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("interrupted: the same command resumes (finished checkpoints are skipped)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ResumeError as exc:  # a partial checkpoint's folder made with other settings
+        print(f"dler eval: error: {exc}", file=sys.stderr)
+        return 1
+    except (EvalSettingsError, BenchmarkError) as exc:  # bad input, found before anything was written
+        parser.fail(str(exc))
+    for step, runs in results.items():
+        for r in runs.values():
+            print(f"step {step}: {format_summary(r)}")
+    print(f"written: {config.output_dir}; `dler report {config.output_dir}` draws the curves", file=sys.stderr)
     return 0
 
 

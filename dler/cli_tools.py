@@ -13,9 +13,17 @@ def report_parser(sub) -> argparse.ArgumentParser:
         "report",
         help="Table 1, length analyses, pass@k and plots from finished runs",
         description="Write report.md (the paper's Table 1, length by correctness, pass@k / maj@k, temperature "
-        "sweep, protocol) and PNG plots from one or more run directories.",
+        "sweep, protocol) and PNG plots from one or more run directories; a checkpoint sweep (`dler eval "
+        "--checkpoints`) adds accuracy, length and truncation against training step, and --training a training "
+        "run's logged metrics against step (docs/curves.md).",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (or sweep folders)")
+    p.add_argument("runs", nargs="*", metavar="RUN_DIR",
+                   help="run directories, sweep folders (a checkpoint sweep adds curves over training), or "
+                        "training runs' output_dirs (a folder with metrics.jsonl and no results.json is read as "
+                        "--training)")  # fmt: skip
+    p.add_argument("--training", action="append", default=[], metavar="RUN_DIR",
+                   help="a training run's output_dir (or its metrics.jsonl): plot its logged metrics against step "
+                        "(repeat to compare runs; docs/curves.md)")  # fmt: skip
     p.add_argument("--baseline", default=None, metavar="RUN_DIR", help="run the length cut is measured against")
     p.add_argument("--output", default=None, metavar="DIR",
                    help="where report.md and the plots go (default: the run directory, or ./report for several)")  # fmt: skip
@@ -71,11 +79,28 @@ def run_merge(args, parser) -> int:
 
 
 def run_report(args, parser) -> int:
+    from pathlib import Path
+
     from dler.eval.report import report
     from dler.eval.run_folders import ReportError
+    from dler.eval.training_plots import is_training_run, write_training
 
+    training = [*args.training, *(d for d in args.runs if is_training_run(d))]
+    evaluated = [d for d in args.runs if not is_training_run(d)]
+    if not evaluated and not training:
+        parser.error("give run directories (RUN_DIR ...) or --training RUN_DIR")
+    if args.baseline is not None and not evaluated:
+        parser.fail("--baseline compares evaluation runs: give the runs to compare as RUN_DIR ...")
     try:
-        path = report(args.runs, baseline=args.baseline, output=args.output, plots=not args.no_plots)
+        if evaluated:
+            path = report(evaluated, baseline=args.baseline, output=args.output, plots=not args.no_plots)
+        else:  # training curves only: a fresh report.md
+            path = Path(args.output or (training[0] if len(training) == 1 else "report")) / "report.md"
+            if Path(training[0]).is_file() and args.output is None:  # --training given as the metrics.jsonl
+                path = Path(training[0]).parent / "report.md"
+            path.unlink(missing_ok=True)
+        if training:
+            write_training(training, path.parent, path, plots=not args.no_plots)
     except ReportError as exc:
         parser.fail(str(exc))
     print(path.read_text())

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dler.eval.curves import write_curves
 from dler.eval.plots import write_plots
 from dler.eval.protocol_warnings import protocol_warnings
 from dler.eval.run_folders import ReportError, Run, find_runs, label_runs, with_results
 from dler.eval.store import RESULTS_FILE
 from dler.eval.tables import length_table, paired_table, passk_table, protocol_table, table1, table5, temperature_table
+from dler.experiments.report import experiment_report
 
 
 def build_report(runs: list[Run], baseline: Run | None = None, plots: list[Path] | None = None) -> str:
@@ -76,6 +78,8 @@ def report(
 
     `output` defaults to the single run directory given, or `report/` in the current directory for several.
     """
+    if path := experiment_report(run_dirs, output, lambda dirs, out: report(dirs, baseline, out, plots), plots):
+        return path  # an experiment folder (experiment.json): its cells, table and accuracy-length plane
     runs = find_runs(list(run_dirs))
     base = None
     if baseline is not None:
@@ -95,4 +99,5 @@ def report(
     written = write_plots(everything, out, base) if plots else []
     path = out / "report.md"
     path.write_text(build_report(runs, base, written))
+    write_curves(everything, out, path, plots)  # checkpoint sweeps: curves over training
     return path
