@@ -1,4 +1,4 @@
-"""The `dler` command: `dler eval` (generate, grade, score) and `dler report` (tables and plots).
+"""The `dler` command: evaluate, report, compare, score solve rates and perplexities, merge.
 
     dler eval --model PATH --output-dir DIR [--benchmarks math500,aime24,amc,minerva,olympiad] [--n 16]
               [--temperature 0.6 | 0,0.6] [--top-p 0.95] [--max-tokens 32768] [--backend auto|vllm|transformers]
@@ -7,6 +7,9 @@
     dler eval --model BASE --output-dir DIR --prompt-format qwen-boxed --n 256    # prompts: docs/prompts.md
     dler report RUN_DIR... [--baseline RUN_DIR] [--output DIR]
     dler solve-rate --model PATH --data TRAIN.jsonl --output OUT.jsonl [--n 16] [--temperature 0.6]
+    dler compare RUN_A RUN_B --output DIR                  # coverage, per-problem accuracy: docs/comparing.md
+    dler perplexity --model M --responses RUN_DIR --output-dir DIR
+    dler merge --base BASE --tuned TUNED --output DIR [--top-fraction 0.25] [--scale 0.7]   # docs/merge.md
 
 Every setting is checked (benchmark names, local files, values, the model path or hub id, prompt lengths against
 the context) before anything is written or a model is loaded. Ctrl-C keeps what was written and exits with 130;
@@ -19,7 +22,7 @@ import argparse
 import logging
 import sys
 
-from dler import cli_eval, cli_tools
+from dler import cli_compare, cli_eval, cli_tools
 from dler.cli_args import OneLineParser
 
 # name -> (adds its parser to the subparsers, runs it with (args, its parser) and returns the exit status)
@@ -28,12 +31,14 @@ COMMANDS = {
     "report": (cli_tools.report_parser, cli_tools.run_report),
     "solve-rate": (cli_eval.solve_rate_parser, cli_eval.run_solve_rate),
     "merge": (cli_tools.merge_parser, cli_tools.run_merge),
+    "compare": (cli_compare.compare_parser, cli_compare.run_compare),
+    "perplexity": (cli_compare.perplexity_parser, cli_compare.run_perplexity),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog="dler", description="DLER: evaluation, reports, solve rates and update-selective merging."
+        prog="dler", description="DLER: evaluation, reports, model comparisons, solve rates and merging."
     )
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
     sub.required = True

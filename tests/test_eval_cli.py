@@ -128,7 +128,7 @@ def test_report_of_a_missing_run(capsys, tmp_path):
 
 def test_python_dash_m_dler():
     out = subprocess.run([sys.executable, "-m", "dler", "--help"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and "{eval,report,solve-rate,merge}" in out.stdout
+    assert out.returncode == 0 and "{eval,report,solve-rate,merge," in out.stdout  # later commands follow
 
 
 @pytest.mark.slow
