@@ -58,6 +58,29 @@ def test_checkpoints_oldest_first_with_the_final_model_at_its_own_step(tmp_path)
     assert [c.step for c in C.find_checkpoints(run, [10])] == [10]
 
 
+def test_step_zero_is_the_starting_model_with_the_runs_prompt(tmp_path):
+    from dler.eval.settings import EvalConfig
+    from dler.prompts import get_format, prompt_settings
+    from dler.runs import write_manifest
+
+    start = fake_model(tmp_path / "sft")
+    run = tmp_path / "run"
+    fake_model(run / "checkpoint-5")
+    settings = {"model_name_or_path": str(start), "prompt": prompt_settings(get_format("qwen-boxed"))}
+    (run / "dler_run.json").write_text(json.dumps({"settings": settings}))
+    write_manifest(str(run / "checkpoint-5"), 5)  # as training marks a whole checkpoint
+    found = C.find_checkpoints(run)
+    assert [(c.step, c.path, c.start) for c in found] == [(0, start, True), (5, run / "checkpoint-5", False)]
+    assert [c.step for c in C.find_checkpoints(run, [5])] == [5]  # only when asked for (or "all")
+    config = EvalConfig(model=str(run), output_dir=str(tmp_path / "out"))
+    zero = C.start_prompt(config, run)
+    assert zero.prompt_format == "qwen-boxed" and zero.prompt_template == get_format("qwen-boxed").user
+    assert C.start_prompt(EvalConfig(model=str(run), output_dir="o", prompt_format="r1"), run).prompt_format == "r1"
+    hub = {"model_name_or_path": "org/base-model"}  # a hub id: evaluated by name, checked by dler eval itself
+    (run / "dler_run.json").write_text(json.dumps({"settings": hub}))
+    assert C.find_checkpoints(run)[0].path == "org/base-model"
+
+
 def test_checkpoint_errors_name_the_folder_and_the_fix(tmp_path):
     with pytest.raises(EvalSettingsError, match=r"empty holds no checkpoint-N folders.*--save_steps"):
         C.find_checkpoints((tmp_path / "empty").mkdir() or tmp_path / "empty")

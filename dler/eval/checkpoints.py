@@ -12,7 +12,9 @@ Layout of the output directory:
 Each checkpoint is evaluated with its own `dler_prompt.json` (training writes it into every checkpoint). A rerun
 skips the finished checkpoints, resumes a partial one through `dler eval`'s own resume, and adds new ones; settings
 other than those recorded are refused before anything is loaded. The final model in RUN_DIR is evaluated as the
-step it finished at, unless a checkpoint of that step (the same weights) is there.
+step it finished at, unless a checkpoint of that step (the same weights) is there. Step 0 is the model the run
+started from (`model_name_or_path` in dler_run.json), evaluated with the prompt the run trained with: curves start
+where training did (`--checkpoints all` includes it when the run recorded it).
 """
 
 from __future__ import annotations
@@ -54,8 +56,9 @@ class Checkpoint:
     saved in the run folder itself rather than a checkpoint-N folder."""
 
     step: int
-    path: Path
+    path: Path | str  # the starting model (step 0) may be a hub id
     final: bool = False
+    start: bool = False
 
     @property
     def folder(self) -> str:
@@ -100,9 +103,45 @@ def final_step(run_dir: Path) -> int | None:
     return None
 
 
-def _weights_problem(folder: Path) -> str | None:
-    """Why `folder` cannot be evaluated as a model (None: it can)."""
+def run_record(run_dir: Path) -> dict[str, Any]:
+    """The settings dler_run.json recorded for the run (empty when there is none)."""
+    try:
+        return json.loads((run_dir / "dler_run.json").read_text()).get("settings") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def start_model(run_dir: Path) -> Checkpoint | None:
+    """Step 0: the model the run started from, as dler_run.json recorded it (None when it did not)."""
+    model = run_record(run_dir).get("model_name_or_path")
+    if not model:
+        return None
+    local = Path(model).expanduser()
+    return Checkpoint(0, local if local.exists() else model, start=True)
+
+
+def start_prompt(config: EvalConfig, run_dir: Path) -> EvalConfig:
+    """`config` for the starting model: the run's recorded prompt where no prompt flag was given (the starting model's
+    folder has no dler_prompt.json, and the curve must not change prompt at step 0)."""
+    from dler.prompts import from_settings
+
+    recorded = run_record(run_dir).get("prompt")
+    if not recorded or config.prompt_format is not None:
+        return config
+    fmt = from_settings(recorded, str(run_dir / "dler_run.json"))
+    given = {k: getattr(config, k) for k in ("prompt_template", "system_prompt", "chat_template",
+                                              "chat_template_kwargs", "answer_region")}  # fmt: skip
+    own = {"prompt_template": fmt.user, "system_prompt": fmt.system or "", "chat_template": fmt.chat_template,
+           "chat_template_kwargs": dict(fmt.chat_template_kwargs), "answer_region": fmt.answer_region}  # fmt: skip
+    return replace(config, prompt_format=fmt.name, **{k: own[k] if v is None else v for k, v in given.items()})
+
+
+def _weights_problem(folder: Path | str) -> str | None:
+    """Why `folder` cannot be evaluated as a model (None: it can; a hub id is checked by `dler eval` itself)."""
     from dler.runs import MANIFEST, checkpoint_problem
+
+    if not isinstance(folder, Path):
+        return None
 
     if (folder / "adapter_config.json").is_file() and not has_weights(folder):
         return "holds a LoRA adapter, not a model: merge it into its base model first (PEFT's merge_and_unload)"
@@ -131,6 +170,9 @@ def find_checkpoints(run_dir: str | Path, selection: list[int] | None = None) ->
         logger.warning(
             "%s holds a model but neither dler_run.json nor trainer_state.json gives its step: left out", run
         )
+    start = start_model(run)
+    if found and start is not None and (selection is None or 0 in selection):
+        found[0] = start
     if not found:
         raise EvalSettingsError(
             f"--checkpoints: {run} holds no checkpoint-N folders (nor a final model with trainer_state.json); "
@@ -210,7 +252,8 @@ def plan_sweep(config: EvalConfig, selection: list[int] | None) -> list[tuple[Ch
         raise EvalSettingsError(f"--output-dir {out} is inside the training run {run}: give a folder outside it")
     plans = []
     for c in checkpoints:
-        one = replace(config, model=str(c.path), output_dir=str(out / c.folder))
+        one = replace(start_prompt(config, run) if c.start else config, model=str(c.path),
+                      output_dir=str(out / c.folder))  # fmt: skip
         try:
             plans.append((c, one.validate()))
         except ValueError as exc:  # a bad setting, or a checkpoint's own dler_prompt.json
@@ -238,7 +281,7 @@ def evaluate_checkpoints(config: EvalConfig, selection: list[int] | None = None,
             continue
         folder = out / c.folder
         folder.mkdir(parents=True, exist_ok=True)
-        record = {"step": c.step, "model": str(c.path), "final": c.final, "run_dir": str(run)}
+        record = {"step": c.step, "model": str(c.path), "final": c.final, "start": c.start, "run_dir": str(run)}
         write_json(folder / STEP_FILE, {**record, "finished": False})
         logger.info("step %d: evaluating %s into %s", c.step, c.path, folder)
         results[c.step] = evaluate(one, **kwargs)
