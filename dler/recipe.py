@@ -16,15 +16,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trl import ModelConfig, TrlParser
-
-from dler.config import DLERConfig
 from dler.presets import OBJECTIVE, OPTIMIZER_RECIPES, PRESETS, resolve_preset
 from dler.prompts import prompt_settings
 from dler.recipe_cli import RecipeParser, UsageError, command_line_keys, yaml_config
-from dler.run_console import quiet_known_warnings
+from dler.recipe_help import before_loading
 from dler.runs import leave_process_group
-from dler.training import train, training_prompt
+
+# TRL's configs and trainers (and torch) are imported where they are used: a recipe's `--help` loads none of them.
 
 
 @dataclass
@@ -205,7 +203,7 @@ def import_penalty_modules(argv: list[str]) -> list[str]:
     return names
 
 
-def _raw_settings(parser: TrlParser, argv: list[str]):
+def _raw_settings(parser: RecipeParser, argv: list[str]):
     """Every setting as argparse reads it (defaults, YAML, command line), without building the dataclasses: what
     the batch layout and the preset are derived from, before any check of the final values runs."""
     argv = list(argv)
@@ -222,6 +220,10 @@ def parse(defaults: dict, argv: list[str] | None = None):
     """Parse a recipe's arguments. Precedence, lowest first: the recipe's defaults, the preset, values derived from
     the batch layout, a YAML `--config`, the command line. Returns the three argument objects, the batch layout and
     where each setting came from."""
+    from trl import ModelConfig
+
+    from dler.config import DLERConfig
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("--dry-run", "--dry_run") for a in argv):
         argv += ["--use_cpu", "true"]  # a plan, printed anywhere: skip the GPU checks of bf16 and friends
@@ -311,6 +313,8 @@ def parse(defaults: dict, argv: list[str] | None = None):
 
 def describe(script_args, training_args, model_args, layout, sources) -> dict:
     """The resolved run, as `--dry-run` prints it: values, where each came from, and the batch arithmetic."""
+    from dler.training import training_prompt
+
     values = {**vars(script_args), **vars(training_args)}
     return {
         "script": vars(script_args),
@@ -339,6 +343,9 @@ def load_recipe(path: str | os.PathLike):
 def run(defaults: dict, argv: list[str] | None = None, callbacks=None, prepare=None):
     """Parse, then print the plan (`--dry-run`) or train (returns the trainer; None if the run had finished).
     `prepare()`, if given, builds what the recipe's defaults name (the tiny model): only for a run that trains."""
+    from dler.run_console import quiet_known_warnings
+    from dler.training import train
+
     quiet_known_warnings()
     script_args, training_args, model_args, layout, sources = parse(defaults, argv)
     if script_args.dry_run:
@@ -359,6 +366,7 @@ def main(defaults: dict, argv: list[str] | None = None, prepare=None) -> None:
     debug = "--traceback" in argv or os.environ.get("DLER_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--traceback"]
     try:
+        prepare = before_loading(defaults, argv, ScriptArguments, prepare)  # a short --help exits here
         run(defaults, argv, prepare=prepare)
     except (ValueError, TypeError, OSError, RuntimeError) as error:
         if debug:

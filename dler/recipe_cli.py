@@ -138,9 +138,8 @@ class RecipeParser(TrlParser):
             formatter.start_section("help")
             formatter.add_arguments(helps)
             formatter.end_section()
-            hidden = len(self._actions) - len(ours) - len(essential) - len(helps)
-            formatter.add_text(
-                f"{hidden} more settings of TRL's GRPOConfig, transformers' TrainingArguments and TRL's ModelConfig "
+            formatter.add_text(  # no count: the short help is built without loading every field (recipe_help)
+                "Several hundred more settings of TRL's GRPOConfig, transformers' TrainingArguments and TRL's ModelConfig "
                 "(learning rate, logging, saving, the model, ...) are accepted too: `--help-all` lists them. "
                 "`--dry-run` prints the resolved settings and where each came from."
             )

@@ -9,9 +9,9 @@ import warnings
 
 
 @contextlib.contextmanager
-def quiet_libraries(threads: int | None = None):
-    """Keep the console to progress bars and the demo's own lines (and use `threads` torch threads); everything
-    is restored on exit, so calling the demo from Python leaves the caller's logging as it was."""
+def quiet_libraries():
+    """Keep the console to progress bars and the demo's own lines; everything (torch's thread count included, which
+    the demo sets inside) is restored on exit, so calling the demo from Python leaves the caller's state as it was."""
     import datasets
     import torch
     import transformers
@@ -32,8 +32,6 @@ def quiet_libraries(threads: int | None = None):
     # the trainer warns at each partial batch of dynamic sampling; the plot and report.json show the rounds instead
     for lg in loggers:
         lg.setLevel(logging.ERROR)
-    if threads:
-        torch.set_num_threads(threads)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

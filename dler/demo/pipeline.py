@@ -19,8 +19,10 @@ import argparse
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
+from dler.cpu_threads import set_threads, set_wait_policy
 from dler.demo.console import Clock, quiet_libraries
 
 TARGET_LENGTH_REDUCTION = 0.40  # the demo's targets: answers at least 40% shorter ...
@@ -56,7 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-problems", type=int, default=1000, help="held-out problems (two digits: there are 821)")
     p.add_argument("--eval-temperature", type=float, default=0.6, help="sampling temperature (paper: 0.6)")
     p.add_argument("--eval-top-p", type=float, default=0.95, help="nucleus sampling (paper: 0.95)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads [torch's default]")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads [one per free core, or OMP_NUM_THREADS]"
+    )
     return p.parse_args(argv)
 
 
@@ -66,10 +70,13 @@ def main(argv=None) -> dict:
     # the libraries load, because some read them only once (huggingface_hub when it is first imported).
     for name, value in ENVIRONMENT.items():
         os.environ.setdefault(name, value)
+    # OpenMP reads its wait policy once, when torch loads it: set before quiet_libraries imports torch
+    torch_was_loaded, wait = "torch" in sys.modules, set_wait_policy()
     clock = Clock()
     print("DLER demo: a tiny model learns to add with long answers, then DLER teaches it to answer shorter.")
     print("Loading libraries...", flush=True)
-    with quiet_libraries(args.threads):
+    with quiet_libraries():  # the caller's thread count is given back too
+        print("   " + set_threads(args.threads, torch_was_loaded, wait).line, flush=True)
         return run_demo(args, clock)
 
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+if TYPE_CHECKING:  # imported where used: `recipes/dler_tiny.py --help` reads DEFAULTS without loading torch
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 SPECIAL_TOKENS = [PAD, EOS, "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
@@ -41,6 +42,8 @@ def _corpus(seed: int = 0, n: int = 2000) -> list[str]:
 
 def train_bpe(corpus, vocab_size: int, special_tokens: list[str], individual_digits: bool = False) -> Tokenizer:
     """A byte-level BPE (any text encodes) trained in memory on `corpus`; optionally every digit its own token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
     tokenizer = Tokenizer(models.BPE())
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.pre_tokenizer = (
@@ -61,6 +64,8 @@ def train_bpe(corpus, vocab_size: int, special_tokens: list[str], individual_dig
 
 def build_tiny_tokenizer(vocab_size: int = 512, seed: int = 0) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer with pad/EOS tokens and a chat template."""
+    from transformers import PreTrainedTokenizerFast
+
     tokenizer = train_bpe(_corpus(seed), vocab_size, SPECIAL_TOKENS)
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS, pad_token=PAD)
     fast.chat_template = CHAT_TEMPLATE
@@ -76,6 +81,9 @@ def build_tiny_model(
     rope_theta: float = 10000.0,
 ) -> Qwen2ForCausalLM:
     """A randomly initialised Qwen2 causal LM sized for CPU tests (about 0.1 M parameters)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
     torch.manual_seed(seed)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
@@ -108,6 +116,8 @@ def warm_up_eos(
 
     Afterwards sampled completions have varied lengths and most end with EOS, which length-penalty tests need.
     """
+    import torch
+
     rng = random.Random(seed)
     torch.manual_seed(seed)
     prompt = tokenizer.apply_chat_template(
