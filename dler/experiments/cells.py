@@ -160,18 +160,18 @@ def resolve_cell(cell, recipe, parse_cell, rest, out, config, evaluate_on_recipe
             raise ValueError(f"penalty {cell.penalty} needs a target column in every row, and this recipe builds "
                              "its own data: use a dler.recipe recipe (DEFAULTS) or add the column in its main()")  # fmt: skip
         script0, _, _ = parse_cell(argv)
-        rows = _rows(script0, cache)
         column = kwargs.get("target_column", "target_length")
-        if column not in rows[0] and not dry_run:  # a dry run writes nothing: it shows the recipe's data
+        rows = [] if dry_run else _rows(script0, cache)  # a dry run reads and writes no data
+        if rows and column not in rows[0]:
             argv += ["--dataset_name", str(l1_data(rows, script0, column, budget, probe.seed, out))]
     script, training, model = parse_cell(argv)  # the config the cell trains with: its penalty is built here
     penalty = training.build_penalty()
     penalty.check_cap(training.max_completion_length)
     eval_data = None
-    if own_data:
+    if own_data and not dry_run:  # a dry run loads nothing: the data are checked when the experiment runs
         rows = _rows(script, cache)
         needed = [script.problem_column, script.answer_column]
-        if cell.penalty in LENGTH_TARGET_PENALTIES and not dry_run:
+        if cell.penalty in LENGTH_TARGET_PENALTIES:
             needed.append(kwargs.get("target_column", "target_length"))
         _check_columns(rows, needed, f"training data {script.dataset_name}")
         if evaluate_on_recipe:

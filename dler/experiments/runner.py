@@ -91,11 +91,8 @@ def _rank() -> int:
 
 def train_phase(resolved: list[Resolved], recipe_path: str) -> None:
     """Train every cell not finished yet (decided before the first one trains, so that every rank agrees)."""
-    recipe = grid_recipe(recipe_path)
-    _, train_cell = recipe_runner(recipe)
+    _, train_cell = recipe_runner(grid_recipe(recipe_path))
     finished = {r.cell.name for r in resolved if (r.train_dir / MARKER).is_file()}
-    if hasattr(recipe, "prepare") and len(finished) < len(resolved):
-        recipe.prepare()
     for r in resolved:
         if r.cell.name in finished:
             print(f"== {r.cell.name}: trained earlier ({r.train_dir / MARKER}), skipped ==", flush=True)
@@ -143,6 +140,9 @@ def run_experiment(kind: str, table: str, cells: list[Cell], arrows, args, rest:
         if args.data_dir:
             check_local_files(benchmarks, args.data_dir)
     config = read_penalty_config(args.penalty_config)
+    recipe = grid_recipe(args.recipe)
+    if hasattr(recipe, "prepare") and not args.dry_run:
+        recipe.prepare()  # the assets its defaults name (the tiny recipe's model and data): the cells read the data
     resolved = resolve(cells, args.recipe, rest, out, config, evaluating, dry_run=args.dry_run)
     if args.dry_run:
         for r in resolved:
@@ -181,8 +181,14 @@ def run_experiment(kind: str, table: str, cells: list[Cell], arrows, args, rest:
 
 def main_guard(run, argv=None) -> Any:
     """A script's `__main__`: configuration errors as one line and exit 2 (`--traceback` shows the traceback)."""
+    from dler.cpu_threads import configure, on_cpu_machine
+    from dler.run_console import quiet_known_warnings
+
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--traceback" in argv or os.environ.get("DLER_DEBUG", "") not in ("", "0")
+    quiet_known_warnings()
+    if on_cpu_machine(split_argv(argv)[1]) and "--dry-run" not in argv:  # the recipes' CPU thread policy
+        print(configure().line, file=sys.stderr, flush=True)
     try:
         return run([a for a in argv if a != "--traceback"])
     except (ValueError, TypeError, OSError, AttributeError) as error:
