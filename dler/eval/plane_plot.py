@@ -37,6 +37,7 @@ def plot_plane(points: list[dict[str, Any]], arrows: list[tuple[str, str]], path
         ax.annotate("", xy=(at[b]["x"], at[b]["y"]), xytext=(at[a]["x"], at[a]["y"]), zorder=2,
                     arrowprops={"arrowstyle": "->", "color": colors[at[b]["group"]], "lw": 1.6, "shrinkA": 6,
                                 "shrinkB": 8})  # fmt: skip
+    ax.margins(x=0.12)  # room for the labels of the outermost cells
     if max((p["x"] for p in points), default=0) >= 1000:
         thousands(ax, "x")
     style_axes(ax, title, "mean response length (tokens)", "pass@1 (%) ± se")
