@@ -7,8 +7,8 @@ descheduled, and the spinning one steals the CPU the other needs: the demo's war
 per step (`benchmarks/cpu_contention.py` measures it). One thread per *free* core and a passive wait policy keep a
 busy machine at about the cost of sharing it.
 
-`configure` is called at the entry points only (`python -m dler.demo`, a recipe's `main` on a CPU machine), before
-torch is imported where possible: the wait policy (`OMP_WAIT_POLICY`, `GOMP_SPINCOUNT`, `KMP_BLOCKTIME`) is read once,
+It is applied at the entry points only (`python -m dler.demo`; a recipe's `main` and the experiments on a CPU
+machine, `for_cpu_run`), before torch is imported where possible: the wait policy (`OMP_WAIT_POLICY`, `GOMP_SPINCOUNT`, `KMP_BLOCKTIME`) is read once,
 when OpenMP starts with torch, so it is set only while torch is not loaded yet, and said otherwise. A user's own
 `OMP_NUM_THREADS` or wait-policy variables are kept, and so is the thread count of a process that loaded torch before
 (its code may have called `torch.set_num_threads`).
@@ -142,3 +142,19 @@ def on_cpu_machine(argv: list[str]) -> bool:
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
         return True
     return not any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd"))
+
+
+def for_cpu_run(argv: list[str]):
+    """A recipe run's policy, in two steps: on a CPU machine, set the wait policy now (call this before torch loads)
+    and return the function that sets the threads and prints its line on rank 0 once the run will train; None on a
+    GPU machine."""
+    if not on_cpu_machine(argv):
+        return None
+    torch_was_loaded, wait = "torch" in sys.modules, set_wait_policy()
+
+    def set_and_say() -> None:
+        line = set_threads(None, torch_was_loaded, wait).line
+        if os.environ.get("RANK", "0") == "0":
+            print(line, file=sys.stderr, flush=True)
+
+    return set_and_say

@@ -16,10 +16,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dler.cpu_threads import for_cpu_run
 from dler.presets import OBJECTIVE, OPTIMIZER_RECIPES, PRESETS, resolve_preset
 from dler.prompts import prompt_settings
 from dler.recipe_cli import RecipeParser, UsageError, command_line_keys, yaml_config
-from dler.recipe_help import before_loading
+from dler.recipe_help import short_help
 from dler.runs import leave_process_group
 
 # TRL's configs and trainers (and torch) are imported where they are used: a recipe's `--help` loads none of them.
@@ -366,8 +367,15 @@ def main(defaults: dict, argv: list[str] | None = None, prepare=None) -> None:
     debug = "--traceback" in argv or os.environ.get("DLER_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--traceback"]
     try:
-        prepare = before_loading(defaults, argv, ScriptArguments, prepare)  # a short --help exits here
-        run(defaults, argv, prepare=prepare)
+        short_help(defaults, argv, ScriptArguments)  # prints and exits for a short --help
+        cpu_threads = for_cpu_run(argv)  # before torch loads: OpenMP reads its wait policy once
+
+        def before_training():
+            for step in (cpu_threads, prepare):
+                if step is not None:
+                    step()
+
+        run(defaults, argv, prepare=before_training)
     except (ValueError, TypeError, OSError, RuntimeError) as error:
         if debug:
             raise

@@ -169,31 +169,13 @@ def wants_short_help(argv: list[str]) -> bool:
     return any(a in ("-h", "--help") for a in argv) and "--help-all" not in argv
 
 
-def before_loading(defaults: dict, argv: list[str], script_arguments: type, prepare=None):
-    """What a recipe's `main` does before any heavy import: a short `--help` read from the sources (it prints and
-    exits; a YAML `--config` takes the full path, which checks its keys), and for a run on the CPU the OpenMP wait
-    policy of `dler.cpu_threads`, which only takes effect if set before torch loads. Returns the `prepare` to run once
-    the settings are parsed and the run will train: it sets (and prints) the CPU threads, then calls `prepare`."""
-    import os
-    import sys
-
-    from dler.cpu_threads import on_cpu_machine, set_threads, set_wait_policy
+def short_help(defaults: dict, argv: list[str], script_arguments: type) -> None:
+    """A recipe's short `--help`, read from the sources before any heavy import: argparse prints it and exits. Nothing
+    happens for other command lines, or when the full path is needed (a YAML `--config`, whose keys it checks; a
+    field that cannot be read statically)."""
     from dler.recipe_cli import ESSENTIAL
 
-    if wants_short_help(argv):
-        parser = static_help_parser(defaults, ESSENTIAL, script_arguments) if "--config" not in argv else None
+    if wants_short_help(argv) and "--config" not in argv:
+        parser = static_help_parser(defaults, ESSENTIAL, script_arguments)
         if parser is not None:
-            parser.parse_known_args(argv)  # argparse prints the help and exits
-        return prepare
-    if not on_cpu_machine(argv):
-        return prepare
-    torch_was_loaded, wait = "torch" in sys.modules, set_wait_policy()
-
-    def threads_then_prepare():
-        line = set_threads(None, torch_was_loaded, wait).line
-        if os.environ.get("RANK", "0") == "0":
-            print(line, file=sys.stderr, flush=True)
-        if prepare is not None:
-            prepare()
-
-    return threads_then_prepare
+            parser.parse_known_args(argv)

@@ -109,12 +109,9 @@ def test_a_cpu_run_is_recognised_before_torch_loads(monkeypatch):
 CHILD = """
 import os, sys
 from dler import cpu_threads
-from dler.demo.tiny import DEFAULTS
-from dler.recipe import ScriptArguments
-from dler.recipe_help import before_loading
 
 cpu_threads.free_cores = lambda sample_s=0.1: (1.0, 2, "1.0 of 2 cores idle (fake)")
-prepare = before_loading(DEFAULTS, ["--use_cpu", "true"], ScriptArguments)  # a recipe's main, before torch loads
+prepare = cpu_threads.for_cpu_run(["--use_cpu", "true"])  # a recipe's main, before torch loads
 import torch  # as parsing the settings does
 
 prepare()  # once the settings are parsed and the run will train

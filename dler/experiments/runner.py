@@ -181,14 +181,15 @@ def run_experiment(kind: str, table: str, cells: list[Cell], arrows, args, rest:
 
 def main_guard(run, argv=None) -> Any:
     """A script's `__main__`: configuration errors as one line and exit 2 (`--traceback` shows the traceback)."""
-    from dler.cpu_threads import configure, on_cpu_machine
+    from dler.cpu_threads import for_cpu_run
     from dler.run_console import quiet_known_warnings
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--traceback" in argv or os.environ.get("DLER_DEBUG", "") not in ("", "0")
     quiet_known_warnings()
-    if on_cpu_machine(split_argv(argv)[1]) and "--dry-run" not in argv:  # the recipes' CPU thread policy
-        print(configure().line, file=sys.stderr, flush=True)
+    cpu_threads = for_cpu_run(split_argv(argv)[1])  # the recipes' CPU policy (torch is loaded: threads only)
+    if cpu_threads is not None and "--dry-run" not in argv:
+        cpu_threads()
     try:
         return run([a for a in argv if a != "--traceback"])
     except (ValueError, TypeError, OSError, AttributeError) as error:
